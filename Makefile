@@ -1,0 +1,40 @@
+# protonet: `make install` sets up .venv, `make lenet` trains LeNet on the bundled MNIST digits,
+# `make test` runs the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+.PHONY: install data lenet test test-fast proto bench lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+install: $(PY)
+	$(PIP) install --quiet -e ".[test]"
+
+data: install
+	$(PY) tools/fetch_mnist.py
+
+lenet: data
+	$(VENV)/bin/protonet train --solver models/lenet/lenet_solver.prototxt
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+proto: $(PY)
+	PYTHON=$(PY) bash tools/gen_proto.sh
+
+bench: install
+	$(PY) bench/run.py
+
+lint: $(PY)
+	$(PIP) install --quiet ruff
+	$(VENV)/bin/ruff check protonet tests tools
+
+clean:
+	rm -rf $(VENV) build *.egg-info
