@@ -1,0 +1,211 @@
+"""The ``protonet`` command: a table of small commands over the library, as Caffe's tool.
+
+Flags keep Caffe's names and accept both ``-solver`` and ``--solver``. ``main`` catches only
+ProtonetError: it prints the message on one line to stderr and returns 1.
+"""
+
+import argparse
+import sys
+
+from .errors import ProtonetError
+
+VERSION = "0.1.0"
+
+
+def _flag(parser, name, **kwargs):
+    """An option reachable as --name and -name (Caffe's gflags accept both)."""
+    parser.add_argument(f"--{name}", f"-{name}", **kwargs)
+
+
+def _net_args(parser, phase_default="TEST"):
+    _flag(parser, "phase", default=phase_default, choices=["TRAIN", "TEST"])
+    _flag(parser, "level", type=int, default=0)
+    _flag(parser, "stage", default="", help="comma-separated NetState stages")
+    parser.add_argument("--lenient", action="store_true",
+                        help="drop fields BVLC Caffe does not know (from Caffe forks), warning "
+                             "once per field")
+
+
+def _stages(text):
+    return tuple(s for s in text.split(",") if s)
+
+
+# ---- commands -----------------------------------------------------------------------------
+def cmd_info(args):
+    from .info import format_summary
+    from .net import Net
+
+    net = Net(args.model, phase=args.phase, level=args.level, stages=_stages(args.stage),
+              lenient=args.lenient)
+    print(f"net '{net.name}' ({args.phase})")
+    print(format_summary(net))
+    return 0
+
+
+def cmd_layers(args):
+    from .layers import layer_type_list
+
+    print("\n".join(layer_type_list()))
+    return 0
+
+
+def cmd_upgrade_net(args):
+    from .io.prototxt import upgrade_net_file
+
+    upgrade_net_file(args.input, args.output, binary=args.binary)
+    return 0
+
+
+def cmd_upgrade_solver(args):
+    from .io.prototxt import upgrade_solver_file
+
+    upgrade_solver_file(args.input, args.output)
+    return 0
+
+
+def cmd_train(args):
+    from . import commands
+
+    commands.train(args.solver, weights=args.weights, snapshot=args.snapshot,
+                   iterations=args.iterations, sigint_effect=args.sigint_effect,
+                   sighup_effect=args.sighup_effect, level=args.level,
+                   stages=_stages(args.stage))
+    return 0
+
+
+def cmd_test(args):
+    from . import commands
+
+    commands.test_model(args.model, args.weights, iterations=args.iterations, phase=args.phase,
+                        level=args.level, stages=_stages(args.stage))
+    return 0
+
+
+def cmd_time(args):
+    from . import commands
+
+    commands.time_model(args.model, iterations=args.iterations, phase=args.phase,
+                        level=args.level, stages=_stages(args.stage))
+    return 0
+
+
+def cmd_parse_log(args):
+    from . import commands
+
+    commands.write_log_csv(args.log, args.output_dir)
+    return 0
+
+
+def cmd_plot_log(args):
+    from . import commands
+
+    commands.plot_log(args.log, args.output)
+    return 0
+
+
+def _parser_info(p):
+    p.add_argument("model")
+    _net_args(p)
+
+
+def _parser_upgrade_net(p):
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--binary", action="store_true", help="write a binary NetParameter")
+
+
+def _parser_upgrade_solver(p):
+    p.add_argument("input")
+    p.add_argument("output")
+
+
+def _parser_train(p):
+    _flag(p, "solver", required=True)
+    _flag(p, "weights", default=None, help="comma-separated .caffemodel files to start from")
+    _flag(p, "snapshot", default=None, help=".solverstate to resume from")
+    _flag(p, "iterations", type=int, default=None, help="override max_iter")
+    _flag(p, "sigint_effect", default="stop", choices=["snapshot", "stop", "none"])
+    _flag(p, "sighup_effect", default="snapshot", choices=["snapshot", "stop", "none"])
+    _flag(p, "level", type=int, default=0)
+    _flag(p, "stage", default="")
+
+
+def _parser_test(p):
+    _flag(p, "model", required=True)
+    _flag(p, "weights", required=True)
+    _flag(p, "iterations", type=int, default=50)
+    _net_args(p)
+
+
+def _parser_time(p):
+    _flag(p, "model", required=True)
+    _flag(p, "iterations", type=int, default=50)
+    _net_args(p, phase_default="TRAIN")
+
+
+def _parser_parse_log(p):
+    p.add_argument("log")
+    p.add_argument("output_dir", nargs="?", default=".")
+
+
+def _parser_plot_log(p):
+    p.add_argument("log")
+    p.add_argument("output")
+
+
+# name → (help, argument builder, command)
+COMMANDS = {
+    "train": ("train or fine-tune a model from a solver file", _parser_train, cmd_train),
+    "test": ("score a model over --iterations batches", _parser_test, cmd_test),
+    "time": ("time forward and backward, per layer", _parser_time, cmd_time),
+    "info": ("per-layer table: shapes, params, activation memory", _parser_info, cmd_info),
+    "layers": ("list the layer types protonet knows", lambda p: None, cmd_layers),
+    "upgrade-net": ("upgrade a V0/V1 net file to the current format", _parser_upgrade_net,
+                    cmd_upgrade_net),
+    "upgrade-solver": ("upgrade an old solver file", _parser_upgrade_solver,
+                       cmd_upgrade_solver),
+    "parse-log": ("training log → CSV of train and test rows", _parser_parse_log,
+                  cmd_parse_log),
+    "plot-log": ("training log → PNG of loss and accuracy curves", _parser_plot_log,
+                 cmd_plot_log),
+}
+
+
+def _register_extra_commands():
+    """Commands that live beside their library code (data tools, drawing...)."""
+    try:
+        from .data import tools as data_tools
+    except ImportError:
+        return
+    for name, entry in getattr(data_tools, "CLI_COMMANDS", {}).items():
+        COMMANDS.setdefault(name, entry)
+
+
+def build_parser():
+    _register_extra_commands()
+    parser = argparse.ArgumentParser(
+        prog="protonet", description="Train and run Caffe models, unchanged, on the CPU.")
+    parser.add_argument("--version", action="version", version=f"protonet {VERSION}")
+    parser.add_argument("--log-level", default=None,
+                        help="DEBUG, INFO (default), WARNING or ERROR")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, build, _) in COMMANDS.items():
+        build(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 1
+    if args.log_level:
+        from .log import set_level
+
+        set_level(args.log_level)
+    try:
+        return COMMANDS[args.command][2](args) or 0
+    except ProtonetError as err:
+        print(f"protonet: error: {err}", file=sys.stderr)
+        return 1

@@ -1,0 +1,56 @@
+"""Atomic file writes: a temporary file in the same directory, flushed, fsynced, renamed.
+
+A crash or a kill during a write leaves either the old file or the new one under the final
+name, never half a file.
+"""
+
+import os
+import tempfile
+
+from ..errors import ProtonetError
+
+
+def atomic_write_bytes(path, payload):
+    """Write ``payload`` to ``path`` atomically."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
+                                   dir=directory)
+    except OSError as err:
+        raise ProtonetError(f"cannot write here: {err.strerror}", file=path) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise ProtonetError(f"cannot write: {err.strerror}", file=path) from None
+
+
+def atomic_writer(path, write):
+    """Call ``write(tmp_path)`` to produce the file, then rename it over ``path`` atomically."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
+                                   dir=directory)
+        os.close(fd)
+    except OSError as err:
+        raise ProtonetError(f"cannot write here: {err.strerror}", file=path) from None
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -1,0 +1,1 @@
+"""Shared test helpers: gradient checking, tolerances, layer and net builders."""
