@@ -113,6 +113,16 @@ class Blob:
             self._diff = self._diff_buf[:self._count].reshape(self._shape)
         return self._diff
 
+    @data.setter
+    def data(self, values):
+        # pycaffe scripts write `blob.data = x` or `blob.data += x`: copy into the array in
+        # place, so layers holding the array keep seeing the blob's storage.
+        self._data[...] = values
+
+    @diff.setter
+    def diff(self, values):
+        self.diff[...] = values
+
     @property
     def has_diff(self):
         """True once the gradient buffer exists (a forward-only net never allocates it)."""

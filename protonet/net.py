@@ -110,6 +110,7 @@ class Net:
         blob_index = {}
         available = []              # names produced and not yet consumed, in order
         self.input_ids = []
+        self._start_params()
         memory = 0
         for index, param in enumerate(self.param.layer):
             if not param.HasField("phase"):
@@ -122,6 +123,7 @@ class Net:
                 memory += top.count
             self._set_param_backward(index, record)
             self.records.append(record)
+            self._wire_params(index, record)
             if record.need_backward:
                 for top_id in record.top_ids:
                     self._blob_need_backward[top_id] = True
@@ -135,7 +137,6 @@ class Net:
         self.output_ids = [blob_index[name] for name in available]
         for name in available:
             log.info("This network produces output %s", name)
-        self._wire_params()
         self._index()
         log.info("Network initialization done.")
 
@@ -267,50 +268,50 @@ class Net:
                 self._blob_need_backward[blob_id] = self._blob_need_backward[blob_id] or need
             record.layer.param_propagate_down = [True] * len(record.layer.blobs)
 
-    def _wire_params(self):
-        """Learnable params in net order; a ParamSpec name seen before shares the owner's blob."""
+    def _start_params(self):
         self.learnable_params = []   # owner blobs, one per learnable param
         self.params_lr = []
         self.params_weight_decay = []
         self.param_owners = []       # per (layer, param): index into learnable_params
         self.param_display_names = []
-        has_lr, has_decay, named = [], [], {}
-        for index, record in enumerate(self.records):
-            param = record.param
-            record.param_shared = [False] * len(record.layer.blobs)
-            for j, blob in enumerate(record.layer.blobs):
-                spec = param.param[j] if j < len(param.param) else caffe_pb2.ParamSpec()
-                name = spec.name
-                self.param_display_names.append(name or str(j))
-                if not name or name not in named:
-                    owner = len(self.learnable_params)
-                    if name:
-                        named[name] = (owner, index, j)
-                    self.learnable_params.append(blob)
-                    self.params_lr.append(spec.lr_mult)
-                    self.params_weight_decay.append(spec.decay_mult)
-                    has_lr.append(spec.HasField("lr_mult"))
-                    has_decay.append(spec.HasField("decay_mult"))
-                    self.param_owners.append(owner)
-                    continue
-                owner, owner_layer, owner_j = named[name]
-                owner_blob = self.learnable_params[owner]
-                self._check_share(index, j, name, blob, owner_blob, owner_layer, spec)
-                for flag, values, value, what in ((has_lr, self.params_lr, spec.lr_mult,
-                                                   "lr_mult"),
-                                                  (has_decay, self.params_weight_decay,
-                                                   spec.decay_mult, "decay_mult")):
-                    if spec.HasField(what):
-                        if flag[owner] and values[owner] != value:
-                            raise self._fail(f"shared param '{name}' has mismatched {what} "
-                                             f"({value} here, {values[owner]} in its owner)",
-                                             index)
-                        flag[owner], values[owner] = True, value
-                blob.share(owner_blob)
-                record.param_shared[j] = True
+        self._has_lr, self._has_decay, self._named_params = [], [], {}
+
+    def _wire_params(self, index, record):
+        """A layer's params join the net; a ParamSpec name seen before shares the owner's blob."""
+        param = record.param
+        record.param_shared = [False] * len(record.layer.blobs)
+        for j, blob in enumerate(record.layer.blobs):
+            spec = param.param[j] if j < len(param.param) else caffe_pb2.ParamSpec()
+            name = spec.name
+            self.param_display_names.append(name or str(j))
+            if not name or name not in self._named_params:
+                owner = len(self.learnable_params)
+                if name:
+                    self._named_params[name] = (owner, index, j)
+                self.learnable_params.append(blob)
+                self.params_lr.append(spec.lr_mult)
+                self.params_weight_decay.append(spec.decay_mult)
+                self._has_lr.append(spec.HasField("lr_mult"))
+                self._has_decay.append(spec.HasField("decay_mult"))
                 self.param_owners.append(owner)
-                log.info("Sharing parameters '%s' owned by layer '%s', param index %d", name,
-                         self.records[owner_layer].param.name, owner_j)
+                continue
+            owner, owner_layer, owner_j = self._named_params[name]
+            owner_blob = self.learnable_params[owner]
+            self._check_share(index, j, name, blob, owner_blob, owner_layer, spec)
+            for flags, values, what in ((self._has_lr, self.params_lr, "lr_mult"),
+                                        (self._has_decay, self.params_weight_decay,
+                                         "decay_mult")):
+                if spec.HasField(what):
+                    value = getattr(spec, what)
+                    if flags[owner] and values[owner] != value:
+                        raise self._fail(f"shared param '{name}' has mismatched {what} "
+                                         f"({value} here, {values[owner]} in its owner)", index)
+                    flags[owner], values[owner] = True, value
+            blob.share(owner_blob)
+            record.param_shared[j] = True
+            self.param_owners.append(owner)
+            log.info("Sharing parameters '%s' owned by layer '%s', param index %d", name,
+                     self.records[owner_layer].param.name, owner_j)
 
     def _check_share(self, index, j, name, blob, owner_blob, owner_layer, spec):
         owner_name = self.records[owner_layer].param.name
