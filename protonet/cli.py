@@ -52,14 +52,14 @@ def cmd_layers(args):
 def cmd_upgrade_net(args):
     from .io.prototxt import upgrade_net_file
 
-    upgrade_net_file(args.input, args.output, binary=args.binary)
+    upgrade_net_file(args.input, args.output, binary=args.binary, lenient=args.lenient)
     return 0
 
 
 def cmd_upgrade_solver(args):
     from .io.prototxt import upgrade_solver_file
 
-    upgrade_solver_file(args.input, args.output)
+    upgrade_solver_file(args.input, args.output, lenient=args.lenient)
     return 0
 
 
@@ -112,11 +112,13 @@ def _parser_upgrade_net(p):
     p.add_argument("input")
     p.add_argument("output")
     p.add_argument("--binary", action="store_true", help="write a binary NetParameter")
+    p.add_argument("--lenient", action="store_true", help="drop fields from Caffe forks")
 
 
 def _parser_upgrade_solver(p):
     p.add_argument("input")
     p.add_argument("output")
+    p.add_argument("--lenient", action="store_true", help="drop fields from Caffe forks")
 
 
 def _parser_train(p):
