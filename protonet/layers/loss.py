@@ -7,12 +7,11 @@ must truncate to an integer in ``[0, classes)``. The normalisation of SoftmaxWit
 SigmoidCrossEntropyLoss and InfogainLoss goes through one table, :data:`_NORMALIZERS`.
 """
 
-from pathlib import Path
-
 import numpy as np
-from google.protobuf.message import DecodeError
 
 from ..blob import Blob
+from ..errors import ProtonetError
+from ..io.blobproto import read_blobproto
 from ..kernels import softmax as kernels
 from ..proto import caffe_pb2
 from .base import Layer, LossLayer
@@ -83,31 +82,13 @@ def _split_at_axis(blob, axis):
 
 
 def _read_blob_proto(layer, path):
-    """A Blob from a binaryproto BlobProto file, honouring the legacy num/channels/height/width.
-
-    TODO(lead): move to protonet.io once its binaryproto reader exists.
-    """
+    """A Blob holding the BlobProto stored in ``path`` (the infogain matrix)."""
     try:
-        raw = Path(path).read_bytes()
-    except OSError as err:
-        layer.fail(f"cannot read infogain matrix source '{path}': {err.strerror}")
-    proto = caffe_pb2.BlobProto()
-    try:
-        proto.ParseFromString(raw)
-    except DecodeError:
-        layer.fail(f"infogain matrix source '{path}' is not a binary BlobProto")
-    legacy = any(proto.HasField(f) for f in ("num", "channels", "height", "width"))
-    if legacy:
-        shape = (proto.num, proto.channels, proto.height, proto.width)
-    else:
-        shape = tuple(proto.shape.dim)
-    values = proto.double_data if len(proto.double_data) else proto.data
-    count = int(np.prod(shape, dtype=np.int64))
-    if len(values) != count:
-        layer.fail(f"infogain matrix source '{path}' has shape {shape} ({count} values) but "
-                   f"holds {len(values)} values")
-    blob = Blob(shape)
-    blob.data[...] = np.asarray(values, dtype=np.float32).reshape(shape)
+        array = read_blobproto(path)
+    except ProtonetError as err:
+        layer.fail(f"cannot read infogain matrix source: {err}")
+    blob = Blob(array.shape)
+    blob.data[...] = array
     return blob
 
 
