@@ -1,0 +1,1 @@
+"""Numba kernels shared by layers; each module states its notation block."""
