@@ -225,3 +225,59 @@ def test_propagate_down_count_must_match_bottoms():
     with pytest.raises(ProtonetError, match="propagate_down"):
         build('layer { name: "r" type: "ReLU" bottom: "x" top: "y" propagate_down: true '
               'propagate_down: false }')
+
+
+# A smaller step than the layer checks: max pooling and ReLU switch inside ±1e-2 on a whole net.
+NET_GRAD_STEP = 1e-3
+
+LENET_TRAIN = """
+name: "LeNet"
+layer { name: "data" type: "Input" top: "data" top: "label"
+        input_param { shape { dim: 2 dim: 1 dim: 28 dim: 28 } shape { dim: 2 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        param { lr_mult: 1 } param { lr_mult: 2 }
+        convolution_param { num_output: 4 kernel_size: 5 stride: 1
+          weight_filler { type: "xavier" } bias_filler { type: "constant" value: 0.1 } } }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+        pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
+        convolution_param { num_output: 5 kernel_size: 5 stride: 1
+          weight_filler { type: "xavier" } bias_filler { type: "constant" value: 0.1 } } }
+layer { name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2"
+        pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "ip1" type: "InnerProduct" bottom: "pool2" top: "ip1"
+        inner_product_param { num_output: 8 weight_filler { type: "xavier" }
+          bias_filler { type: "constant" value: 0.1 } } }
+layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }
+layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2"
+        inner_product_param { num_output: 10 weight_filler { type: "xavier" } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }
+"""
+
+
+def test_lenet_forward_backward_passes_a_numerical_gradient_check():
+    net = Net(text_format.Parse(LENET_TRAIN, caffe_pb2.NetParameter()), TRAIN)
+    gen = np.random.default_rng(3)
+    net.blobs["data"].data[...] = gen.random(net.blobs["data"].shape)
+    net.blobs["label"].data[...] = [3, 7]
+    net.forward()
+    net.clear_param_diffs()
+    net.backward()
+    checked = 0
+    for layer_name, blobs in net.params.items():
+        for blob in blobs:
+            analytic = blob.diff.copy().reshape(-1)
+            flat = blob.data.reshape(-1)
+            for i in gen.choice(flat.size, min(6, flat.size), replace=False):
+                original = flat[i]
+                flat[i] = original + NET_GRAD_STEP
+                plus = net.forward_from_to()
+                flat[i] = original - NET_GRAD_STEP
+                minus = net.forward_from_to()
+                flat[i] = original
+                numeric = (plus - minus) / (2 * NET_GRAD_STEP)
+                scale = max(abs(numeric), abs(analytic[i]), 1.0)
+                assert abs(numeric - analytic[i]) <= GRAD_THRESHOLD * scale, \
+                    f"{layer_name}[{i}]: analytic {analytic[i]} numeric {numeric}"
+                checked += 1
+    assert checked == sum(min(6, b.count) for blobs in net.params.values() for b in blobs)
