@@ -47,6 +47,8 @@ def format_summary(net):
     lines.append(f"total activations: {total_acts:,} values for batch {batch} "
                  f"({total_acts * 4 / 2**20:.1f} MiB); per image: {total_acts // batch:,} values "
                  f"(inputs included: {input_values // batch:,})")
+    lines.append(f"Caffe's \"Memory required for data\" (in-place tops counted again): "
+                 f"{net.memory_used:,} bytes")
     return "\n".join(lines)
 
 
