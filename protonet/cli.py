@@ -68,7 +68,8 @@ def cmd_train(args):
 
     commands.train(args.solver, weights=args.weights, snapshot=args.snapshot,
                    iterations=args.iterations, sigint_effect=args.sigint_effect,
-                   sighup_effect=args.sighup_effect, level=args.level,
+                   sighup_effect=args.sighup_effect, sigterm_effect=args.sigterm_effect,
+                   level=args.level,
                    stages=_stages(args.stage))
     return 0
 
@@ -128,6 +129,7 @@ def _parser_train(p):
     _flag(p, "iterations", type=int, default=None, help="override max_iter")
     _flag(p, "sigint_effect", default="stop", choices=["snapshot", "stop", "none"])
     _flag(p, "sighup_effect", default="snapshot", choices=["snapshot", "stop", "none"])
+    _flag(p, "sigterm_effect", default="stop", choices=["snapshot", "stop", "none"])
     _flag(p, "level", type=int, default=0)
     _flag(p, "stage", default="")
 

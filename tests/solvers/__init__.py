@@ -1,0 +1,1 @@
+"""Tests of protonet.solvers and the train/test/time commands."""
