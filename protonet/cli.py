@@ -175,13 +175,42 @@ COMMANDS = {
 }
 
 
+def cmd_data(args):
+    from .data.mnist import prepare_mnist
+
+    prepare_mnist(from_dir=args.from_dir, out_dir=args.out, overwrite=args.force)
+    return 0
+
+
+def _parser_data(p):
+    p.add_argument("dataset", choices=["mnist"], help="the data set to prepare")
+    p.add_argument("--from", dest="from_dir", default=None,
+                   help="a folder with the full MNIST idx files (plain or .gz); default: the "
+                        "5,000 real digits bundled at set-up time")
+    p.add_argument("--out", default="data/mnist")
+    p.add_argument("--force", action="store_true", help="rebuild existing databases")
+
+
+TOOL_HELP = {
+    "convert_imageset": "image list → LMDB of Datum records (Caffe's convert_imageset)",
+    "compute_image_mean": "LMDB → mean.binaryproto (Caffe's compute_image_mean)",
+    "convert_mnist": "MNIST idx files → LMDB (Caffe's convert_mnist_data)",
+    "convert_cifar": "CIFAR-10 binary batches → LMDB (Caffe's convert_cifar_data)",
+}
+
+
 def _register_extra_commands():
-    """Commands that live beside their library code (data tools, drawing...)."""
+    """Commands that live beside their library code: data tools, drawing, pictures."""
+    from .data import tools as data_tools
+
+    COMMANDS.setdefault("data", ("prepare a bundled data set (LMDB)", _parser_data, cmd_data))
+    for name, (add_arguments, run) in data_tools.TOOLS.items():
+        COMMANDS.setdefault(name, (TOOL_HELP.get(name, name), add_arguments, run))
     try:
-        from .data import tools as data_tools
-    except ImportError:
+        from . import cli_tools
+    except ImportError:  # drawing and pictures need only Pillow; absent in minimal installs
         return
-    for name, entry in getattr(data_tools, "CLI_COMMANDS", {}).items():
+    for name, entry in cli_tools.CLI_COMMANDS.items():
         COMMANDS.setdefault(name, entry)
 
 

@@ -10,6 +10,16 @@ import tempfile
 from ..errors import ProtonetError
 
 
+def _umask_mode():
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+# mkstemp creates 0600 files; a written model or database file gets the usual permissions.
+_FILE_MODE = _umask_mode()
+
+
 def atomic_write_bytes(path, payload):
     """Write ``payload`` to ``path`` atomically."""
     path = os.fspath(path)
@@ -24,6 +34,7 @@ def atomic_write_bytes(path, payload):
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except OSError as err:
         try:
@@ -47,6 +58,7 @@ def atomic_writer(path, write):
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         try:

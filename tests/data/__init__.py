@@ -1,0 +1,1 @@
+"""Tests of protonet.data and the data layers."""
