@@ -1,0 +1,181 @@
+"""im2col / col2im: the lowering that turns convolution into a matrix product.
+
+One kernel, many layers: Convolution, Deconvolution and Im2col all go through these.
+
+Notation:
+    n       images in the batch (or chunk of the batch)
+    c       channels of the image
+    h w     image height and width (2-D); ``im_shape`` the spatial shape (N-D)
+    oh ow   output (column) height and width; ``out_shape`` the spatial shape (N-D)
+    kh kw   kernel height and width; ``ksize`` the kernel shape (N-D)
+    ph pw   zero padding on each side; ``pad`` (N-D)
+    sh sw   stride; ``stride`` (N-D)
+    dh dw   dilation; ``dilation`` (N-D)
+
+Column layout (Caffe's): row ``(ch * kh + ki) * kw + kj`` of image ``i`` holds, for every output
+position ``(y, x)`` in row-major order, the input value at
+``(y * sh - ph + ki * dh, x * sw - pw + kj * dw)``, or 0 where that lies in the padding.
+N-D is the same with the kernel offset and the output position flattened in row-major order.
+
+The caller computes the output shape (Caffe's ``(in + 2p - (d(k-1)+1)) / s + 1``) and checks that
+it is positive; kernels validate nothing. Every kernel runs in parallel over the ``n * c``
+image planes: each iteration reads and writes only its own plane's rows, so results do not
+depend on the thread count, and col2im adds into each image element in Caffe's order.
+"""
+
+from numba import njit, prange
+
+
+@njit(inline="always")
+def _ceil_div(a, b):
+    """ceil(a / b) for b > 0 and any sign of a."""
+    return -((-a) // b)
+
+
+@njit(inline="always")
+def _valid_range(k_offset, pad, stride, size, out_size):
+    """Output indices ``[lo, hi)`` whose input index ``o * stride - pad + k_offset`` is inside."""
+    lo = max(0, _ceil_div(pad - k_offset, stride))
+    hi = min(out_size, _ceil_div(size + pad - k_offset, stride))
+    return lo, max(lo, hi)
+
+
+# ---- 2-D ------------------------------------------------------------------------------------
+
+@njit(cache=True, parallel=True)
+def im2col_2d(x, ksize, pad, stride, dilation, col):
+    """Lower images to columns.
+
+    x (n, c, h, w) → col (n, c * kh * kw, oh, ow), every element written (padding as 0).
+    ``ksize``, ``pad``, ``stride``, ``dilation`` are (h, w) int tuples. ``col`` must not alias x.
+    """
+    n, c, h, w = x.shape
+    oh, ow = col.shape[2], col.shape[3]
+    kh, kw = ksize
+    ph, pw = pad
+    sh, sw = stride
+    dh, dw = dilation
+    for plane in prange(n * c):
+        i = plane // c
+        ch = plane % c
+        for ki in range(kh):
+            y_lo, y_hi = _valid_range(ki * dh, ph, sh, h, oh)
+            for kj in range(kw):
+                x_lo, x_hi = _valid_range(kj * dw, pw, sw, w, ow)
+                row = (ch * kh + ki) * kw + kj
+                for y in range(oh):
+                    out = col[i, row, y]
+                    if y < y_lo or y >= y_hi:
+                        for xo in range(ow):
+                            out[xo] = 0.0
+                        continue
+                    src = x[i, ch, y * sh - ph + ki * dh]
+                    for xo in range(x_lo):
+                        out[xo] = 0.0
+                    offset = kj * dw - pw
+                    for xo in range(x_lo, x_hi):
+                        out[xo] = src[xo * sw + offset]
+                    for xo in range(x_hi, ow):
+                        out[xo] = 0.0
+
+
+@njit(cache=True, parallel=True)
+def col2im_2d(col, ksize, pad, stride, dilation, x):
+    """Fold columns back into images, summing overlaps (the adjoint of im2col_2d).
+
+    col (n, c * kh * kw, oh, ow) → x (n, c, h, w), overwritten (zeroed, then accumulated in
+    Caffe's order: kernel row, kernel column, output row, output column). ``x`` must not alias
+    ``col``.
+    """
+    n, c, h, w = x.shape
+    oh, ow = col.shape[2], col.shape[3]
+    kh, kw = ksize
+    ph, pw = pad
+    sh, sw = stride
+    dh, dw = dilation
+    for plane in prange(n * c):
+        i = plane // c
+        ch = plane % c
+        img = x[i, ch]
+        for yy in range(h):
+            for xx in range(w):
+                img[yy, xx] = 0.0
+        for ki in range(kh):
+            y_lo, y_hi = _valid_range(ki * dh, ph, sh, h, oh)
+            for kj in range(kw):
+                x_lo, x_hi = _valid_range(kj * dw, pw, sw, w, ow)
+                row = (ch * kh + ki) * kw + kj
+                offset = kj * dw - pw
+                for y in range(y_lo, y_hi):
+                    src = col[i, row, y]
+                    dst = img[y * sh - ph + ki * dh]
+                    for xo in range(x_lo, x_hi):
+                        dst[xo * sw + offset] += src[xo]
+
+
+# ---- N-D ------------------------------------------------------------------------------------
+
+@njit(inline="always")
+def _nd_image_index(k_flat, o_flat, im_shape, out_shape, ksize, pad, stride, dilation):
+    """Flat index into the image plane for kernel offset k_flat at output o_flat; -1 if padding."""
+    index = 0
+    plane_stride = 1
+    inside = True
+    for d in range(len(ksize) - 1, -1, -1):
+        kd = k_flat % ksize[d]
+        k_flat //= ksize[d]
+        od = o_flat % out_shape[d]
+        o_flat //= out_shape[d]
+        pos = od * stride[d] - pad[d] + kd * dilation[d]
+        if pos < 0 or pos >= im_shape[d]:
+            inside = False
+        index += pos * plane_stride
+        plane_stride *= im_shape[d]
+    return index if inside else -1
+
+
+@njit(cache=True, parallel=True)
+def im2col_nd(x, im_shape, out_shape, ksize, pad, stride, dilation, col):
+    """N-D im2col over flattened spatial axes.
+
+    x (n, c, prod(im_shape)) → col (n, c * prod(ksize), prod(out_shape)), every element written.
+    The shape and geometry arguments are int tuples of one entry per spatial axis (Caffe's
+    ``im2col_nd_cpu``). ``col`` must not alias x.
+    """
+    n, c = x.shape[0], x.shape[1]
+    kernel_count = col.shape[1] // c
+    out_count = col.shape[2]
+    for plane in prange(n * c):
+        i = plane // c
+        ch = plane % c
+        src = x[i, ch]
+        for kk in range(kernel_count):
+            out = col[i, ch * kernel_count + kk]
+            for o in range(out_count):
+                index = _nd_image_index(kk, o, im_shape, out_shape, ksize, pad, stride, dilation)
+                out[o] = src[index] if index >= 0 else 0.0
+
+
+@njit(cache=True, parallel=True)
+def col2im_nd(col, im_shape, out_shape, ksize, pad, stride, dilation, x):
+    """N-D col2im, the adjoint of im2col_nd.
+
+    col (n, c * prod(ksize), prod(out_shape)) → x (n, c, prod(im_shape)), overwritten (zeroed,
+    then accumulated in Caffe's order: kernel offset, then output position). ``x`` must not
+    alias ``col``.
+    """
+    n, c, size = x.shape
+    kernel_count = col.shape[1] // c
+    out_count = col.shape[2]
+    for plane in prange(n * c):
+        i = plane // c
+        ch = plane % c
+        dst = x[i, ch]
+        for s in range(size):
+            dst[s] = 0.0
+        for kk in range(kernel_count):
+            src = col[i, ch * kernel_count + kk]
+            for o in range(out_count):
+                index = _nd_image_index(kk, o, im_shape, out_shape, ksize, pad, stride, dilation)
+                if index >= 0:
+                    dst[index] += src[o]

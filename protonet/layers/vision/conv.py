@@ -1,0 +1,414 @@
+"""The convolution family: Convolution, Deconvolution and Im2col, all read ``convolution_param``.
+
+Convolution is im2col + one BLAS GEMM per image and group (numpy ``matmul`` over a chunk of the
+batch in one call); 1x1 convolutions with stride 1 and no padding skip im2col and multiply the
+image directly. Deconvolution is the same machinery run backwards (Caffe's
+``BaseConvolutionLayer`` with ``reverse_dimensions``): its forward is convolution's data
+gradient and its data gradient is convolution's forward.
+
+Roles, as in Caffe's ``base_conv_layer.cpp``: the *image* side is what im2col lowers (the bottom
+of a Convolution, the top of a Deconvolution), with ``conv_in_channels`` channels; the *output*
+side is what the GEMM produces (the top of a Convolution, the bottom of a Deconvolution), with
+``conv_out_channels`` channels. The weights are ``(conv_out_channels, conv_in_channels / group,
+k...)`` in both cases.
+"""
+
+import numpy as np
+
+from ...fillers import fill
+from ...kernels import im2col as kernels
+from ..base import Layer
+from ..registry import register
+
+# The col buffer holds a chunk of the batch; this bounds its size (elements). One chunk lowers
+# its images in one parallel im2col call and multiplies them in one matmul call.
+COL_BUFFER_MAX_ELEMENTS = 1 << 22
+
+# (repeated field, prefix of its 2-D _h/_w form or None, default or None when required)
+_SPATIAL_FIELDS = {
+    "kernel": ("kernel_size", "kernel", None),
+    "stride": ("stride", "stride", 1),
+    "pad": ("pad", "pad", 0),
+    "dilation": ("dilation", None, 1),
+}
+
+
+def parse_spatial_field(layer, message, field, hw_prefix, default, num_spatial_axes):
+    """One value per spatial axis from a repeated field or its 2-D ``_h``/``_w`` form.
+
+    A repeated field may be given once (applies to every axis) or once per axis; when it is
+    absent, ``default`` applies (a required field has ``default=None``). The ``_h``/``_w`` form
+    is 2-D only and excludes the repeated form. Returns a tuple of ints.
+    """
+    values = [int(v) for v in getattr(message, field)]
+    if hw_prefix is not None:
+        h_name, w_name = f"{hw_prefix}_h", f"{hw_prefix}_w"
+        if message.HasField(h_name) or message.HasField(w_name):
+            if num_spatial_axes != 2:
+                layer.fail(f"{h_name} & {w_name} can only be used for 2-D convolution; the "
+                           f"bottom has {num_spatial_axes} spatial axes: use {field}")
+            if values:
+                layer.fail(f"give either {field} or {h_name}/{w_name}, not both")
+            return int(getattr(message, h_name)), int(getattr(message, w_name))
+    if not values and default is not None:
+        return (default,) * num_spatial_axes
+    if len(values) not in (1, num_spatial_axes):
+        required = " (it is required)" if default is None and not values else ""
+        layer.fail(f"{field} given {len(values)} times for {num_spatial_axes} spatial axes"
+                   f"{required}; give it once or once per axis")
+    return tuple(values * num_spatial_axes if len(values) == 1 else values)
+
+
+def _channel_axis(layer, bottom, axis):
+    n = bottom.num_axes
+    if not -n <= axis < n:
+        layer.fail(f"axis {axis} is out of range for a bottom with {n} axes {bottom.shape}")
+    return axis + n if axis < 0 else axis
+
+
+class ConvGeometry:
+    """Kernel, stride, pad and dilation per spatial axis, and the im2col/col2im calls they drive.
+
+    ``force_nd`` (``force_nd_im2col``) selects the N-D kernels for 2-D inputs too; both give the
+    same numbers, as in Caffe.
+    """
+
+    def __init__(self, layer, conv_param, num_spatial_axes):
+        parsed = {name: parse_spatial_field(layer, conv_param, field, hw, default,
+                                            num_spatial_axes)
+                  for name, (field, hw, default) in _SPATIAL_FIELDS.items()}
+        for name in ("kernel", "stride", "dilation"):
+            if any(v <= 0 for v in parsed[name]):
+                layer.fail(f"{name} must be positive on every spatial axis, got {parsed[name]}")
+        self.ksize = parsed["kernel"]
+        self.stride = parsed["stride"]
+        self.pad = parsed["pad"]
+        self.dilation = parsed["dilation"]
+        self.force_nd = bool(conv_param.force_nd_im2col)
+        self.kernel_count = int(np.prod(self.ksize, dtype=np.int64))
+        self.extent = tuple(d * (k - 1) + 1 for k, d in zip(self.ksize, self.dilation))
+
+    @property
+    def is_1x1(self):
+        """im2col is the identity: every kernel 1, stride 1, pad 0 (base_conv_layer.cpp)."""
+        return all(k == 1 and s == 1 and p == 0
+                   for k, s, p in zip(self.ksize, self.stride, self.pad))
+
+    def conv_output_shape(self, layer, in_shape):
+        """Caffe's ``(in + 2p - extent) / s + 1`` per axis; fails when the kernel does not fit."""
+        # Unlike Caffe: conv_layer.cpp does not check this, and C++ division truncating toward
+        # zero then gives a size-1 output that reads only padding. We refuse such a layer.
+        for axis, (size, ext, p) in enumerate(zip(in_shape, self.extent, self.pad)):
+            if size + 2 * p < ext:
+                layer.fail(f"kernel extent {ext} (kernel {self.ksize}, dilation "
+                           f"{self.dilation}) is larger than the padded input {size} + 2*{p} "
+                           f"on spatial axis {axis}; use a smaller kernel or more padding")
+        return tuple((size + 2 * p - ext) // s + 1
+                     for size, ext, p, s in zip(in_shape, self.extent, self.pad, self.stride))
+
+    def deconv_output_shape(self, layer, in_shape):
+        """Caffe's ``s (in - 1) + extent - 2p`` per axis; fails when it is not positive."""
+        shape = tuple(s * (size - 1) + ext - 2 * p
+                      for size, ext, p, s in zip(in_shape, self.extent, self.pad, self.stride))
+        if any(size <= 0 for size in shape):
+            layer.fail(f"deconvolution output shape {shape} from input {tuple(in_shape)} is not "
+                       f"positive (kernel {self.ksize}, stride {self.stride}, pad {self.pad}); "
+                       f"use less padding")
+        return shape
+
+    def _use_2d(self, num_spatial_axes):
+        return num_spatial_axes == 2 and not self.force_nd
+
+    def im2col(self, im, col_shape, col):
+        """im (n, c, *im_spatial) → col (n · c · kernel_count · prod(col_shape) elements)."""
+        n, c = im.shape[:2]
+        rows = c * self.kernel_count
+        if self._use_2d(len(col_shape)):
+            kernels.im2col_2d(im, self.ksize, self.pad, self.stride, self.dilation,
+                              col.reshape((n, rows) + tuple(col_shape)))
+        else:
+            kernels.im2col_nd(im.reshape(n, c, -1), tuple(im.shape[2:]), tuple(col_shape),
+                              self.ksize, self.pad, self.stride, self.dilation,
+                              col.reshape(n, rows, -1))
+
+    def col2im(self, col, col_shape, im):
+        """Adjoint of :meth:`im2col`; overwrites im (n, c, *im_spatial)."""
+        n, c = im.shape[:2]
+        rows = c * self.kernel_count
+        if self._use_2d(len(col_shape)):
+            kernels.col2im_2d(col.reshape((n, rows) + tuple(col_shape)), self.ksize, self.pad,
+                              self.stride, self.dilation, im)
+        else:
+            kernels.col2im_nd(col.reshape(n, rows, -1), tuple(im.shape[2:]), tuple(col_shape),
+                              self.ksize, self.pad, self.stride, self.dilation,
+                              im.reshape(n, c, -1))
+
+
+class BaseConvolutionLayer(Layer):
+    """Shared by Convolution and Deconvolution; they differ only in ``reverse_dimensions``.
+
+    Holds the parameter parsing, param blobs, shapes, col buffer and the three GEMM passes:
+    image → output (``_im_to_out``), output → image (``_out_to_im``) and the weight gradient
+    (``_weight_gradient``), each over chunks of the batch.
+    """
+
+    min_bottoms = 1
+    min_tops = 1
+    equal_bottoms_tops = True
+    reverse_dimensions = False
+
+    def setup(self, bottoms, tops):
+        conv_param = self.param.convolution_param
+        self.channel_axis = _channel_axis(self, bottoms[0], conv_param.axis)
+        self.num_spatial_axes = bottoms[0].num_axes - self.channel_axis - 1
+        self.geometry = ConvGeometry(self, conv_param, self.num_spatial_axes)
+        self.is_1x1 = self.geometry.is_1x1
+        self.channels = bottoms[0].shape[self.channel_axis]
+        self.num_output = int(conv_param.num_output)
+        self.group = int(conv_param.group)
+        self.bias_term = bool(conv_param.bias_term)
+        self._check_channels()
+        if self.reverse_dimensions:
+            # Caffe quirk: Deconvolution's weights are (C_in, num_output / group, k...), the
+            # transpose of a Convolution's (deconv_layer.cpp via base_conv_layer.cpp).
+            self.conv_out_channels, self.conv_in_channels = self.channels, self.num_output
+        else:
+            self.conv_out_channels, self.conv_in_channels = self.num_output, self.channels
+        weight_shape = ((self.conv_out_channels, self.conv_in_channels // self.group)
+                        + self.geometry.ksize)
+        shapes = [weight_shape] + ([(self.num_output,)] if self.bias_term else [])
+        if self.blobs:
+            self.check_param_shapes(shapes)
+        else:
+            fill(self.add_param_blob(weight_shape).data, conv_param.weight_filler)
+            if self.bias_term:
+                fill(self.add_param_blob((self.num_output,)).data, conv_param.bias_filler)
+        self.kernel_dim = self.conv_in_channels // self.group * self.geometry.kernel_count
+        self._col_storage = np.zeros(0, dtype=np.float32)
+        self._weight_buffer = np.zeros((self.group, self.conv_out_channels // self.group,
+                                        self.kernel_dim), dtype=np.float32)
+        self._bias_buffer = np.zeros(self.num_output, dtype=np.float32)
+
+    def _check_channels(self):
+        if self.num_output <= 0:
+            self.fail(f"num_output must be positive, got {self.num_output}")
+        if self.group <= 0:
+            self.fail(f"group must be positive, got {self.group}")
+        if self.channels % self.group:
+            self.fail(f"group {self.group} does not divide the {self.channels} input channels")
+        if self.num_output % self.group:
+            self.fail(f"group {self.group} does not divide num_output {self.num_output}")
+
+    def output_spatial_shape(self, in_shape):
+        raise NotImplementedError
+
+    def reshape(self, bottoms, tops):
+        bottom = bottoms[0]
+        axis = self.channel_axis
+        if bottom.num_axes != axis + 1 + self.num_spatial_axes:
+            self.fail(f"the bottom's number of axes may not change: set up with "
+                      f"{axis + 1 + self.num_spatial_axes}, now {bottom.shape}")
+        if bottom.shape[axis] != self.channels:
+            self.fail(f"bottom has {bottom.shape[axis]} channels, the weights expect "
+                      f"{self.channels}")
+        for i, other in enumerate(bottoms[1:], start=1):
+            if other.shape != bottom.shape:
+                self.fail(f"all bottoms must have one shape: bottom 0 is {bottom.shape}, "
+                          f"bottom {i} is {other.shape}")
+        in_spatial = tuple(bottom.shape[axis + 1:])
+        out_spatial = self.output_spatial_shape(in_spatial)
+        for top in tops:
+            top.reshape(tuple(bottom.shape[:axis]) + (self.num_output,) + out_spatial)
+        self.num = bottom.count_axes(0, axis)
+        im_spatial, col_spatial = ((out_spatial, in_spatial) if self.reverse_dimensions
+                                   else (in_spatial, out_spatial))
+        self.col_spatial = col_spatial
+        self.im_shape = (self.num, self.conv_in_channels) + im_spatial
+        self.out_shape = (self.num, self.conv_out_channels) + col_spatial
+        self.col_dim = int(np.prod(col_spatial, dtype=np.int64))
+        self.top_shape3 = (self.num, self.num_output, int(np.prod(out_spatial, dtype=np.int64)))
+        image_col = self.kernel_dim * self.group * self.col_dim
+        self.chunk = max(1, min(self.num, COL_BUFFER_MAX_ELEMENTS // max(image_col, 1)))
+        if not self.is_1x1 and self._col_storage.size < self.chunk * image_col:
+            self._col_storage = np.zeros(self.chunk * image_col, dtype=np.float32)
+
+    # ---- the GEMM passes over (image, output) role arrays ----------------------------------
+    def _groups(self, array, start, stop, rows):
+        """array[start:stop] viewed as (images, group, rows per group, col_dim)."""
+        return array[start:stop].reshape(stop - start, self.group, rows, self.col_dim)
+
+    def _chunks(self):
+        return ((start, min(start + self.chunk, self.num))
+                for start in range(0, self.num, self.chunk))
+
+    def _columns(self, im, start, stop):
+        """The col matrix of images start..stop, (images, group, kernel_dim, col_dim)."""
+        if self.is_1x1:
+            return self._groups(im, start, stop, self.kernel_dim)
+        col = self._col_storage[:(stop - start) * self.group * self.kernel_dim * self.col_dim]
+        self.geometry.im2col(im[start:stop], self.col_spatial, col)
+        return col.reshape(stop - start, self.group, self.kernel_dim, self.col_dim)
+
+    def _weight_groups(self):
+        return self.blobs[0].data.reshape(self.group, -1, self.kernel_dim)
+
+    def _im_to_out(self, im, out):
+        """out = W ⊛ im: Caffe's forward_cpu_gemm. im/out are role-shaped arrays."""
+        weights = self._weight_groups()
+        mg = self.conv_out_channels // self.group
+        for start, stop in self._chunks():
+            np.matmul(weights, self._columns(im, start, stop),
+                      out=self._groups(out, start, stop, mg))
+
+    def _out_to_im(self, out, im):
+        """im = Wᵀ ⊛ out, folded back by col2im: Caffe's backward_cpu_gemm (overwrites im)."""
+        weights_t = self._weight_groups().transpose(0, 2, 1)
+        mg = self.conv_out_channels // self.group
+        for start, stop in self._chunks():
+            if self.is_1x1:
+                np.matmul(weights_t, self._groups(out, start, stop, mg),
+                          out=self._groups(im, start, stop, self.kernel_dim))
+                continue
+            count = (stop - start) * self.group * self.kernel_dim * self.col_dim
+            col = self._col_storage[:count].reshape(stop - start, self.group, self.kernel_dim,
+                                                    self.col_dim)
+            np.matmul(weights_t, self._groups(out, start, stop, mg), out=col)
+            self.geometry.col2im(col, self.col_spatial, im[start:stop])
+
+    def _weight_gradient(self, im, out):
+        """weight diff += Σ_images out ⊛ imᵀ: Caffe's weight_cpu_gemm (accumulates)."""
+        # Caffe quirk: the weight gradient is added to the diff, never assigned, so successive
+        # backwards and several bottoms accumulate (base_conv_layer.cpp, GEMM with beta 1).
+        weight_diff = self.blobs[0].diff.reshape(self.group, -1, self.kernel_dim)
+        mg = self.conv_out_channels // self.group
+        for start, stop in self._chunks():
+            columns = self._columns(im, start, stop)
+            out_groups = self._groups(out, start, stop, mg)
+            for i in range(stop - start):
+                np.matmul(out_groups[i], columns[i].transpose(0, 2, 1), out=self._weight_buffer)
+                weight_diff += self._weight_buffer
+
+    def _add_bias(self, top):
+        if self.bias_term:
+            top.data.reshape(self.top_shape3)[...] += self.blobs[1].data[:, None]
+
+    def _bias_gradient(self, top):
+        if self.bias_term and self.param_propagate_down[1]:
+            np.sum(top.diff.reshape(self.top_shape3), axis=(0, 2), out=self._bias_buffer)
+            self.blobs[1].diff[...] += self._bias_buffer
+
+
+@register("Convolution")
+class ConvolutionLayer(BaseConvolutionLayer):
+    """y[n, o] = Σ_c W[o, c] ⋆ x[n, g·C/G + c] + b[o] (cross-correlation, per group g).
+
+    convolution_param: num_output (required, > 0), bias_term (true), kernel_size (required;
+    once or once per spatial axis) or kernel_h/kernel_w, stride (1) or stride_h/stride_w, pad (0)
+    or pad_h/pad_w, dilation (1), group (1; divides channels and num_output), axis (1: the
+    channel axis; axes before it are batch axes), force_nd_im2col (false), weight_filler
+    (constant 0), bias_filler (constant 0). engine is ignored: there is one CPU engine.
+
+    Bottoms: one or more of the same shape (N..., C, *spatial), each convolved with the same
+    weights. Tops: one per bottom, (N..., num_output, *out), out = (in + 2p - (d(k-1)+1)) / s + 1.
+    Params: weights (num_output, C / group, *kernel), bias (num_output) if bias_term.
+    In-place: no.
+    """
+
+    def output_spatial_shape(self, in_shape):
+        return self.geometry.conv_output_shape(self, in_shape)
+
+    def forward(self, bottoms, tops):
+        for bottom, top in zip(bottoms, tops):
+            self._im_to_out(bottom.data.reshape(self.im_shape), top.data.reshape(self.out_shape))
+            self._add_bias(top)
+
+    def backward(self, tops, propagate_down, bottoms):
+        for top, down, bottom in zip(tops, propagate_down, bottoms):
+            self._bias_gradient(top)
+            top_diff = top.diff.reshape(self.out_shape)
+            if self.param_propagate_down[0]:
+                self._weight_gradient(bottom.data.reshape(self.im_shape), top_diff)
+            if down:
+                self._out_to_im(top_diff, bottom.diff.reshape(self.im_shape))
+
+
+@register("Deconvolution")
+class DeconvolutionLayer(BaseConvolutionLayer):
+    """Transposed convolution: y = Wᵀ ⊛ x + b, the data gradient of a Convolution.
+
+    convolution_param: num_output (required, > 0), bias_term (true), kernel_size (required;
+    once or once per spatial axis) or kernel_h/kernel_w, stride (1) or stride_h/stride_w, pad (0)
+    or pad_h/pad_w, dilation (1), group (1; divides channels and num_output), axis (1: the
+    channel axis; axes before it are batch axes), force_nd_im2col (false), weight_filler
+    (constant 0), bias_filler (constant 0). engine is ignored: there is one CPU engine.
+
+    Bottoms: one or more of the same shape (N..., C, *spatial). Tops: one per bottom,
+    (N..., num_output, *out), out = s (in - 1) + d(k-1)+1 - 2p.
+    Params: weights (C, num_output / group, *kernel), bias (num_output) if bias_term.
+    In-place: no.
+    """
+
+    reverse_dimensions = True
+
+    def output_spatial_shape(self, in_shape):
+        return self.geometry.deconv_output_shape(self, in_shape)
+
+    def forward(self, bottoms, tops):
+        for bottom, top in zip(bottoms, tops):
+            self._out_to_im(bottom.data.reshape(self.out_shape), top.data.reshape(self.im_shape))
+            self._add_bias(top)
+
+    def backward(self, tops, propagate_down, bottoms):
+        for top, down, bottom in zip(tops, propagate_down, bottoms):
+            self._bias_gradient(top)
+            top_diff = top.diff.reshape(self.im_shape)
+            if self.param_propagate_down[0]:
+                self._weight_gradient(top_diff, bottom.data.reshape(self.out_shape))
+            if down:
+                self._im_to_out(top_diff, bottom.diff.reshape(self.out_shape))
+
+
+@register("Im2col")
+class Im2colLayer(Layer):
+    """y = im2col(x): every kernel window of every channel laid out along the channel axis.
+
+    convolution_param: kernel_size (required) or kernel_h/kernel_w, stride (1) or
+    stride_h/stride_w, pad (0) or pad_h/pad_w, dilation (1), axis (1), force_nd_im2col (false).
+    Other fields are ignored, as in Caffe.
+    Bottom: (N..., C, *spatial), at least one spatial axis. Top: (N..., C · prod(kernel), *out),
+    out = (in + 2p - (d(k-1)+1)) / s + 1; channel c, kernel offset k at row c · prod(kernel) + k.
+    Params: none. In-place: no.
+    """
+
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def setup(self, bottoms, tops):
+        conv_param = self.param.convolution_param
+        self.channel_axis = _channel_axis(self, bottoms[0], conv_param.axis)
+        self.num_spatial_axes = bottoms[0].num_axes - self.channel_axis - 1
+        if self.num_spatial_axes < 1:
+            self.fail(f"needs at least one spatial axis after the channel axis "
+                      f"{self.channel_axis}; bottom shape is {bottoms[0].shape}")
+        self.geometry = ConvGeometry(self, conv_param, self.num_spatial_axes)
+
+    def reshape(self, bottoms, tops):
+        bottom = bottoms[0]
+        axis = self.channel_axis
+        if bottom.num_axes != axis + 1 + self.num_spatial_axes:
+            self.fail(f"the bottom's number of axes may not change: set up with "
+                      f"{axis + 1 + self.num_spatial_axes}, now {bottom.shape}")
+        channels = bottom.shape[axis]
+        self.out_spatial = self.geometry.conv_output_shape(self, tuple(bottom.shape[axis + 1:]))
+        tops[0].reshape(tuple(bottom.shape[:axis])
+                        + (channels * self.geometry.kernel_count,) + self.out_spatial)
+        self.im_shape = (bottom.count_axes(0, axis), channels) + tuple(bottom.shape[axis + 1:])
+
+    def forward(self, bottoms, tops):
+        self.geometry.im2col(bottoms[0].data.reshape(self.im_shape), self.out_spatial,
+                             tops[0].data)
+
+    def backward(self, tops, propagate_down, bottoms):
+        if propagate_down[0]:
+            self.geometry.col2im(tops[0].diff, self.out_spatial,
+                                 bottoms[0].diff.reshape(self.im_shape))
