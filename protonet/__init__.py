@@ -8,13 +8,20 @@ The public API follows pycaffe, so ``import protonet as caffe`` runs pycaffe scr
     solver.step(100)
 """
 
-from . import layers  # noqa: F401  (fills the layer registry)
-from .blob import Blob  # noqa: F401
-from .errors import ProtonetError  # noqa: F401
-from .layers import Layer, layer_type_list  # noqa: F401
-from .log import get_logger
-from .net import TEST, TRAIN, Net  # noqa: F401
-from .rng import set_random_seed  # noqa: F401
+import os
+
+# Numba's OpenMP threads and OpenBLAS's threads both spin after their work; on few cores a
+# Numba kernel followed by a GEMM then waits milliseconds for the other pool to yield. Passive
+# waiting (set before Numba loads its threading layer) removes that; a user's setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from . import layers  # noqa: E402,F401  (fills the layer registry)
+from .blob import Blob  # noqa: E402,F401
+from .errors import ProtonetError  # noqa: E402,F401
+from .layers import Layer, layer_type_list  # noqa: E402,F401
+from .log import get_logger  # noqa: E402
+from .net import TEST, TRAIN, Net  # noqa: E402,F401
+from .rng import set_random_seed  # noqa: E402,F401
 
 __version__ = "0.1.0"
 
@@ -42,10 +49,12 @@ def __getattr__(name):
         from . import solvers
 
         return getattr(solvers, name)
-    if name in ("io", "draw", "net_spec", "proto", "Classifier", "Detector"):
-        import importlib
+    import importlib
 
-        if name in ("Classifier", "Detector"):
-            return getattr(importlib.import_module(f".{name.lower()}", __name__), name)
+    if name in ("io", "draw", "net_spec", "proto", "coord_map", "visualize", "pycaffe"):
         return importlib.import_module(f".{name}", __name__)
+    if name in ("Classifier", "Detector"):
+        return getattr(importlib.import_module(f".{name.lower()}", __name__), name)
+    if name in ("NetSpec", "to_proto", "params"):
+        return getattr(importlib.import_module(".net_spec", __name__), name)
     raise AttributeError(f"module 'protonet' has no attribute {name!r}")

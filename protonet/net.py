@@ -410,6 +410,23 @@ class Net:
         self.backward_from_to(start_index, end_index)
         return {name: self.blobs[name].diff for name in outputs}
 
+    def forward_all(self, blobs=None, **inputs):
+        """pycaffe's forward_all: run all rows of the inputs in batches; {blob: all rows}."""
+        from .pycaffe import forward_all
+
+        return forward_all(self, blobs=blobs, **inputs)
+
+    def forward_backward_all(self, blobs=None, diffs=None, **inputs):
+        """pycaffe's forward_backward_all: forward and backward over all rows, in batches."""
+        from .pycaffe import forward_backward_all
+
+        return forward_backward_all(self, blobs=blobs, diffs=diffs, **inputs)
+
+    def _batch(self, blobs):
+        from .pycaffe import batch
+
+        return batch(self, blobs)
+
     def forward_backward(self):
         """One forward and backward over the whole net; returns the loss (Caffe's ForwardBackward)."""
         loss = self.forward_from_to()
