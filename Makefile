@@ -30,7 +30,7 @@ proto: $(PY)
 	PYTHON=$(PY) bash tools/gen_proto.sh
 
 bench: install
-	$(PY) bench/run.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) bench/run.py
 
 lint: $(PY)
 	$(PIP) install --quiet ruff
