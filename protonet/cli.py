@@ -26,6 +26,12 @@ def _net_args(parser, phase_default="TEST"):
                              "once per field")
 
 
+def _check_nan_flag(parser):
+    _flag(parser, "check_nan", action="store_true",
+          help="check every layer's outputs and gradients for NaN/Inf and stop at the first "
+               "layer that produces one (default: check only the loss)")
+
+
 def _stages(text):
     return tuple(s for s in text.split(",") if s)
 
@@ -69,8 +75,8 @@ def cmd_train(args):
     commands.train(args.solver, weights=args.weights, snapshot=args.snapshot,
                    iterations=args.iterations, sigint_effect=args.sigint_effect,
                    sighup_effect=args.sighup_effect, sigterm_effect=args.sigterm_effect,
-                   level=args.level,
-                   stages=_stages(args.stage))
+                   level=args.level, stages=_stages(args.stage), check_nan=args.check_nan,
+                   progress=args.progress)
     return 0
 
 
@@ -78,7 +84,7 @@ def cmd_test(args):
     from . import commands
 
     commands.test_model(args.model, args.weights, iterations=args.iterations, phase=args.phase,
-                        level=args.level, stages=_stages(args.stage))
+                        level=args.level, stages=_stages(args.stage), check_nan=args.check_nan)
     return 0
 
 
@@ -86,7 +92,7 @@ def cmd_time(args):
     from . import commands
 
     commands.time_model(args.model, iterations=args.iterations, phase=args.phase,
-                        level=args.level, stages=_stages(args.stage))
+                        level=args.level, stages=_stages(args.stage), check_nan=args.check_nan)
     return 0
 
 
@@ -132,6 +138,10 @@ def _parser_train(p):
     _flag(p, "sigterm_effect", default="stop", choices=["snapshot", "stop", "none"])
     _flag(p, "level", type=int, default=0)
     _flag(p, "stage", default="")
+    _check_nan_flag(p)
+    _flag(p, "progress", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
+          help="a progress line (iteration, iter/s, ETA) on a terminal; auto (default): only "
+               "when stderr is a terminal; never when stderr is redirected")
 
 
 def _parser_test(p):
@@ -139,12 +149,14 @@ def _parser_test(p):
     _flag(p, "weights", required=True)
     _flag(p, "iterations", type=int, default=50)
     _net_args(p)
+    _check_nan_flag(p)
 
 
 def _parser_time(p):
     _flag(p, "model", required=True)
     _flag(p, "iterations", type=int, default=50)
     _net_args(p, phase_default="TRAIN")
+    _check_nan_flag(p)
 
 
 def _parser_parse_log(p):
@@ -196,6 +208,8 @@ TOOL_HELP = {
     "compute_image_mean": "LMDB → mean.binaryproto (Caffe's compute_image_mean)",
     "convert_mnist": "MNIST idx files → LMDB (Caffe's convert_mnist_data)",
     "convert_cifar": "CIFAR-10 binary batches → LMDB (Caffe's convert_cifar_data)",
+    "extract_features": "a net's blobs for each input → LMDB of Datums or HDF5 (Caffe's "
+                        "extract_features)",
 }
 
 

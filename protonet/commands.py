@@ -5,10 +5,14 @@ same log lines, same CSV columns. The CLI in :mod:`protonet.cli` only parses arg
 these; tests call them directly.
 """
 
+import contextlib
 import csv
 import datetime
+import functools
+import logging
 import os
 import re
+import sys
 import time
 from collections import OrderedDict
 
@@ -25,12 +29,16 @@ f32 = np.float32
 
 # ---- train ------------------------------------------------------------------------------------
 def train(solver_path, weights=None, snapshot=None, iterations=None, sigint_effect="stop",
-          sighup_effect="snapshot", level=0, stages=(), sigterm_effect="stop"):
+          sighup_effect="snapshot", level=0, stages=(), sigterm_effect="stop", check_nan=False,
+          progress="auto"):
     """Train (or fine-tune, or resume) as ``caffe train``; returns the solver when done.
 
     ``weights``: comma-separated .caffemodel files to start from (replaces the solver's own
     ``weights``); ``snapshot``: a .solverstate(.h5) to resume (not with ``weights``);
     ``iterations``: overrides max_iter; ``level``/``stages`` go into the solver's train_state.
+    ``check_nan``: check every layer's outputs and gradients for NaN/Inf (else only the loss).
+    ``progress``: "auto" (a progress line when stderr is a terminal), "on" or "off"; never
+    written when stderr is redirected.
     """
     from .io.prototxt import read_solver
     from .solvers import get_solver
@@ -49,10 +57,13 @@ def train(solver_path, weights=None, snapshot=None, iterations=None, sigint_effe
         del param.weights[:]
     if weights:
         param.weights.append(weights)
-    with SignalHandler(sigint_effect, sighup_effect, sigterm_effect) as signals:
+    with SignalHandler(sigint_effect, sighup_effect, sigterm_effect) as signals, \
+            progress_line(progress) as show:
         log.info("Use CPU.")
         solver = get_solver(param, source=solver_path)
         solver.set_action_function(signals.check)
+        solver.set_check_nan(check_nan)
+        show.attach(solver)
         if snapshot:
             log.info("Resuming from %s", snapshot)
         log.info("Starting Optimization")
@@ -62,6 +73,118 @@ def train(solver_path, weights=None, snapshot=None, iterations=None, sigint_effe
     return solver
 
 
+# ---- progress line ----------------------------------------------------------------------------
+PROGRESS_MODES = ("auto", "on", "off")
+
+
+def progress_enabled(mode, stream):
+    """Whether to draw: never off a terminal; "auto" also not on a dumb terminal."""
+    if mode not in PROGRESS_MODES:
+        raise ProtonetError(f"unknown progress mode {mode!r}; use one of "
+                            f"{', '.join(PROGRESS_MODES)}")
+    isatty = getattr(stream, "isatty", None)
+    if mode == "off" or not (callable(isatty) and isatty()):
+        return False
+    return mode == "on" or os.environ.get("TERM", "") != "dumb"
+
+
+def _duration(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class _ClearingFormatter(logging.Formatter):
+    """Wraps a handler's formatter: a log line first erases the progress line (terminal only)."""
+
+    def __init__(self, inner, progress):
+        super().__init__()
+        self.inner, self.progress = inner, progress
+
+    def format(self, record):
+        text = self.inner.format(record)
+        if self.progress.visible:
+            self.progress.visible = False
+            return "\r\033[K" + text
+        return text
+
+
+class ProgressLine:
+    """Iteration, iter/s and ETA on one terminal line, redrawn in place with ``\r``.
+
+    Log lines erase it before they are written (their handlers' formatters are wrapped while
+    the line is active) and the next iteration draws it again, so the glog lines themselves are
+    unchanged. A disabled ProgressLine does nothing at all.
+    """
+
+    MIN_INTERVAL = 0.25     # seconds between redraws
+
+    def __init__(self, enabled, stream_getter=lambda: sys.stderr):
+        self.enabled = enabled
+        self.visible = False
+        self._stream = stream_getter
+        self._solver = None
+        self._first = None
+        self._last_draw = 0.0
+        self._handlers = []
+
+    def attach(self, solver):
+        """Draw at the start of each of ``solver``'s iterations."""
+        if not self.enabled:
+            return
+        self._solver = solver
+        solver.add_callback(self._on_iteration, lambda: None)
+        for handler in logging.getLogger("protonet").handlers:
+            self._handlers.append((handler, handler.formatter))
+            handler.setFormatter(_ClearingFormatter(handler.formatter or logging.Formatter(),
+                                                    self))
+
+    def _on_iteration(self):
+        now = time.perf_counter()
+        iteration, total = self._solver.iter, self._solver.param.max_iter
+        if self._first is None:
+            self._first = (iteration, now)
+        if now - self._last_draw < self.MIN_INTERVAL:
+            return
+        self._last_draw = now
+        done, elapsed = iteration - self._first[0], now - self._first[1]
+        rate = done / elapsed if elapsed > 0 and done else 0.0
+        eta = _duration((total - iteration) / rate) if rate else "?"
+        percent = 100.0 * iteration / total if total else 100.0
+        self._write(f"\r[progress] iteration {iteration}/{total} ({percent:.0f}%), "
+                    f"{rate:.2f} iter/s, ETA {eta}\033[K")
+        self.visible = True
+
+    def _write(self, text):
+        for handler, _ in self._handlers:
+            handler.acquire()
+        try:
+            stream = self._stream()
+            stream.write(text)
+            stream.flush()
+        finally:
+            for handler, _ in self._handlers:
+                handler.release()
+
+    def close(self):
+        """Erase the line and give the log handlers their formatters back."""
+        if self.visible:
+            self._write("\r\033[K")
+            self.visible = False
+        for handler, formatter in self._handlers:
+            handler.setFormatter(formatter)
+        self._handlers = []
+
+
+@contextlib.contextmanager
+def progress_line(mode="auto"):
+    """A :class:`ProgressLine` for stderr, enabled per ``mode`` (see :func:`progress_enabled`)."""
+    line = ProgressLine(progress_enabled(mode, sys.stderr))
+    try:
+        yield line
+    finally:
+        line.close()
+
+
 # ---- test -------------------------------------------------------------------------------------
 def _output_values(net):
     """(name, loss weight, value) for every element of every output, in Caffe's order."""
@@ -69,23 +192,38 @@ def _output_values(net):
             for value in blob.data.ravel()]
 
 
-def test_model(model, weights, iterations=50, phase="TEST", level=0, stages=()):
+def _with_batch(function, index):
+    """``function()``; a ProtonetError gains "batch <index>: " in front of its message."""
+    try:
+        return function()
+    except ProtonetError as err:
+        raise ProtonetError(f"batch {index}: {err.message}", file=err.file, line=err.line,
+                            layer=err.layer, layer_type=err.layer_type) from None
+
+
+def test_model(model, weights, iterations=50, phase="TEST", level=0, stages=(),
+               check_nan=False):
     """Score a model as ``caffe test``.
 
     Returns ``{"loss": mean loss, "outputs": {name: mean}}`` (a list of means for an output
-    with several elements).
+    with several elements). ``check_nan`` checks every layer's tops for NaN/Inf.
     """
     from .net import Net
 
     if not weights:
         raise ProtonetError("need model weights to score (give --weights)")
-    net = Net(model, phase=phase, level=level, stages=tuple(stages))
-    for path in (w.strip() for w in weights.split(",")):
-        net.copy_from(path)
+    with Net(model, phase=phase, level=level, stages=tuple(stages)) as net:
+        net.set_check_nan(check_nan)
+        for path in (w.strip() for w in weights.split(",")):
+            net.copy_from(path)
+        return _score(net, iterations)
+
+
+def _score(net, iterations):
     log.info("Running for %d iterations.", iterations)
     scores, names, loss = None, [], f32(0)
     for i in range(iterations):
-        loss += f32(net.forward_from_to())
+        loss += f32(_with_batch(net.forward_from_to, i))
         outputs = _output_values(net)
         for name, _, value in outputs:
             log.info("Batch %d, %s = %s", i, name, fmt(value))
@@ -104,11 +242,20 @@ def test_model(model, weights, iterations=50, phase="TEST", level=0, stages=()):
 
 
 # ---- time -------------------------------------------------------------------------------------
-def time_model(model, iterations=50, phase="TRAIN", level=0, stages=()):
-    """Benchmark as ``caffe time``: per-layer forward/backward ms; returns the timings (ms)."""
+def time_model(model, iterations=50, phase="TRAIN", level=0, stages=(), check_nan=False):
+    """Benchmark as ``caffe time``: per-layer forward/backward ms; returns the timings (ms).
+
+    ``check_nan`` checks each layer's outputs and gradients (not counted in the per-layer
+    times).
+    """
     from .net import Net
 
-    net = Net(model, phase=phase, level=level, stages=tuple(stages))
+    with Net(model, phase=phase, level=level, stages=tuple(stages)) as net:
+        net.set_check_nan(check_nan)
+        return _benchmark(net, iterations)
+
+
+def _benchmark(net, iterations):
     log.info("Performing Forward")
     log.info("Initial loss: %s", fmt(net.forward_from_to()))
     log.info("Performing Backward")
@@ -127,6 +274,8 @@ def time_model(model, iterations=50, phase="TRAIN", level=0, stages=()):
             start = clock()
             record.layer.layer_forward(record.bottoms, record.tops)
             forward_ms[i] += (clock() - start) * 1000
+            if net.check_nan:
+                _with_batch(functools.partial(net.check_forward_finite, i), j)
         middle = clock()
         total_forward += (middle - iter_start) * 1000
         # Caffe calls Backward on every layer; one that needs none does nothing there.
@@ -137,6 +286,8 @@ def time_model(model, iterations=50, phase="TRAIN", level=0, stages=()):
                 record.layer.layer_backward(record.tops, record.bottom_need_backward,
                                             record.bottoms)
             backward_ms[i] += (clock() - start) * 1000
+            if net.check_nan and record.need_backward:
+                _with_batch(functools.partial(net.check_backward_finite, i), j)
         total_backward += (clock() - middle) * 1000
         log.info("Iteration: %d forward-backward time: %s ms.", j + 1,
                  fmt((clock() - iter_start) * 1000))

@@ -20,6 +20,8 @@ from .proto import caffe_pb2
 
 log = get_logger(__name__)
 
+f32 = np.float32
+
 TRAIN = caffe_pb2.TRAIN
 TEST = caffe_pb2.TEST
 
@@ -31,6 +33,23 @@ def _phase_value(phase):
         except ValueError:
             raise ProtonetError(f"unknown phase {phase!r}; use TRAIN or TEST") from None
     return int(phase)
+
+
+def _mean_abs(array):
+    """Caffe's ``asum / count`` in float32 (net.cpp's debug lines)."""
+    return f32(np.abs(array, dtype=np.float64).sum()) / f32(max(array.size, 1))
+
+
+def _fmt(value):
+    """A number as ``LOG(INFO) << value`` prints it (C++ stream default: %g, 6 digits)."""
+    return f"{float(value):g}"
+
+
+def _nonfinite_kind(array):
+    """"NaN" or "Inf" for an array with a non-finite value, None if all values are finite."""
+    if np.isfinite(array).all():
+        return None
+    return "NaN" if np.isnan(array).any() else "Inf"
 
 
 def shape_string(shape):
@@ -51,6 +70,7 @@ class LayerRecord:
         self.top_ids = []
         self.bottom_need_backward = []
         self.need_backward = False
+        self.param_ids = []         # net param id of each of the layer's param blobs
 
 
 class Net:
@@ -60,6 +80,11 @@ class Net:
     ``Net(model, weights, phase)`` and the keywords ``level``, ``stages``, ``weights``,
     ``lenient``. Attributes follow pycaffe: ``blobs``, ``params``, ``layers``, ``inputs``,
     ``outputs``, ``_layer_names``, ``layer_dict``, ``top_names``, ``bottom_names``.
+
+    ``set_debug_info(True)`` (or ``debug_info: true`` in the file) logs Caffe's per-layer
+    ``[Forward]``/``[Backward]`` lines; ``set_check_nan(True)`` raises a ProtonetError at the first
+    layer whose output or gradient holds a NaN or an infinity. ``close()`` (or ``with Net(...)
+    as net:``) stops the data layers' prefetch threads; a later forward restarts them.
     """
 
     def __init__(self, model, *args, phase=None, level=0, stages=(), weights=None,
@@ -86,7 +111,8 @@ class Net:
         self.phase = state.phase
         self.name = net_param.name
         self.state = state
-        self.debug_info = net_param.debug_info
+        self.debug_info = bool(net_param.debug_info)
+        self.check_nan = False
         filtered, lines = filter_net(net_param, state, lines)
         try:
             self.param, self._lines = insert_splits(filtered, lines)
@@ -274,6 +300,8 @@ class Net:
         self.params_weight_decay = []
         self.param_owners = []       # per (layer, param): index into learnable_params
         self.param_display_names = []
+        self._param_layer_indices = []   # per net param id: (layer index, index in the layer)
+        self._param_owner_ids = []       # per learnable param: the net param id of its owner
         self._has_lr, self._has_decay, self._named_params = [], [], {}
 
     def _wire_params(self, index, record):
@@ -284,11 +312,14 @@ class Net:
             spec = param.param[j] if j < len(param.param) else caffe_pb2.ParamSpec()
             name = spec.name
             self.param_display_names.append(name or str(j))
+            self._param_layer_indices.append((index, j))
+            record.param_ids.append(len(self.param_display_names) - 1)
             if not name or name not in self._named_params:
                 owner = len(self.learnable_params)
                 if name:
                     self._named_params[name] = (owner, index, j)
                 self.learnable_params.append(blob)
+                self._param_owner_ids.append(len(self.param_display_names) - 1)
                 self.params_lr.append(spec.lr_mult)
                 self.params_weight_decay.append(spec.decay_mult)
                 self._has_lr.append(spec.HasField("lr_mult"))
@@ -359,12 +390,25 @@ class Net:
             raise ProtonetError(f"no layer named '{name}' in net '{self.name}'")
         return self._layer_index[name]
 
+    def set_debug_info(self, flag):
+        """Log Caffe's per-layer debug lines on every forward and backward (Net::set_debug_info)."""
+        self.debug_info = bool(flag)
+
+    def set_check_nan(self, flag):
+        """Check every layer's tops after forward and its gradients after backward."""
+        self.check_nan = bool(flag)
+
     def forward_from_to(self, start=0, end=None):
         """Run layers start..end inclusive; return the total weighted loss."""
         end = len(self.records) - 1 if end is None else end
         loss = 0.0
-        for record in self.records[start:end + 1]:
+        for i in range(start, end + 1):
+            record = self.records[i]
             loss += record.layer.layer_forward(record.bottoms, record.tops)
+            if self.debug_info:
+                self._forward_debug_info(i)
+            if self.check_nan:
+                self.check_forward_finite(i)
         return loss
 
     def backward_from_to(self, start=None, end=0):
@@ -375,6 +419,107 @@ class Net:
             if record.need_backward:
                 record.layer.layer_backward(record.tops, record.bottom_need_backward,
                                             record.bottoms)
+                if self.debug_info:
+                    self._backward_debug_info(i)
+                if self.check_nan:
+                    self.check_backward_finite(i)
+
+    def full_backward(self):
+        """Caffe's Net::Backward: every layer, then (with debug_info) the params' norms."""
+        self.backward_from_to()
+        if not self.debug_info:
+            return
+        sums = np.zeros(4, dtype=np.float64)
+        for blob in self.learnable_params:
+            data, diff = blob.data.astype(np.float64), blob.diff.astype(np.float64)
+            sums += (np.abs(data).sum(), np.abs(diff).sum(), (data * data).sum(),
+                     (diff * diff).sum())
+        # Caffe quirk: this one line is logged at ERROR level (net.cpp Backward).
+        log.error("    [Backward] All net params (data, diff): L1 norm = (%s, %s); L2 norm = "
+                  "(%s, %s)", _fmt(f32(sums[0])), _fmt(f32(sums[1])),
+                  _fmt(np.sqrt(f32(sums[2]))), _fmt(np.sqrt(f32(sums[3]))))
+
+    # ---- debug_info and NaN checks -----------------------------------------------------
+    def _forward_debug_info(self, i):
+        """Caffe's ForwardDebugInfo: mean |x| of each top and each param blob of layer i."""
+        record = self.records[i]
+        name = record.param.name
+        for top, top_id in zip(record.tops, record.top_ids):
+            log.info("    [Forward] Layer %s, top blob %s data: %s", name,
+                     self._blob_names[top_id], _fmt(_mean_abs(top.data)))
+        for blob, param_id in zip(record.layer.blobs, record.param_ids):
+            log.info("    [Forward] Layer %s, param blob %s data: %s", name,
+                     self.param_display_names[param_id], _fmt(_mean_abs(blob.data)))
+
+    def _backward_debug_info(self, i):
+        """Caffe's BackwardDebugInfo: mean |diff| of the bottoms and params that got one."""
+        record = self.records[i]
+        name = record.param.name
+        for need, bottom, bottom_id in zip(record.bottom_need_backward, record.bottoms,
+                                           record.bottom_ids):
+            if need:
+                log.info("    [Backward] Layer %s, bottom blob %s diff: %s", name,
+                         self._blob_names[bottom_id], _fmt(_mean_abs(bottom.diff)))
+        for j, blob in enumerate(record.layer.blobs):
+            if record.layer.param_propagate_down[j]:
+                log.info("    [Backward] Layer %s, param blob %d diff: %s", name, j,
+                         _fmt(_mean_abs(blob.diff)))
+
+    def update_debug_info(self):
+        """Caffe's UpdateDebugInfo for every param, before ``w -= diff`` (the diff is the step).
+
+        An owner logs ``[Update] Layer L, param P data: |w|; diff: |step|``; a shared param
+        names its owner instead.
+        """
+        for param_id, (layer_index, j) in enumerate(self._param_layer_indices):
+            record = self.records[layer_index]
+            blob = record.layer.blobs[j]
+            name = record.param.name
+            display = self.param_display_names[param_id]
+            if not record.param_shared[j]:
+                log.info("    [Update] Layer %s, param %s data: %s; diff: %s", name, display,
+                         _fmt(_mean_abs(blob.data)), _fmt(_mean_abs(blob.diff)))
+                continue
+            owner_id = self._param_owner_ids[self.param_owners[param_id]]
+            owner_layer = self.records[self._param_layer_indices[owner_id][0]].param.name
+            log.info("    [Update] Layer %s, param blob %s (owned by layer %s, param %s) diff: %s",
+                     name, display, owner_layer, self.param_display_names[owner_id],
+                     _fmt(_mean_abs(blob.diff)))
+
+    def _nonfinite_error(self, i, message):
+        record = self.records[i]
+        bad = [str(j) for j, blob in enumerate(record.layer.blobs)
+               if _nonfinite_kind(blob.data) is not None]
+        if bad:
+            message += f" (its param blob {', '.join(bad)} holds non-finite weights)"
+        return ProtonetError(message + "; this is the first layer where it appears: check its "
+                             "input data and weights, lower base_lr or set clip_gradients",
+                             file=self.source, line=record.line, layer=record.param.name,
+                             layer_type=record.param.type)
+
+    def check_forward_finite(self, i):
+        """Raise a ProtonetError if a top of layer ``i`` holds a NaN or an infinity."""
+        record = self.records[i]
+        for top, top_id in zip(record.tops, record.top_ids):
+            kind = _nonfinite_kind(top.data)
+            if kind is not None:
+                raise self._nonfinite_error(
+                    i, f"forward produced {kind} in top blob '{self._blob_names[top_id]}'")
+
+    def check_backward_finite(self, i):
+        """Raise a ProtonetError if a bottom or param diff that layer ``i`` wrote is not finite."""
+        record = self.records[i]
+        for need, bottom, bottom_id in zip(record.bottom_need_backward, record.bottoms,
+                                           record.bottom_ids):
+            kind = _nonfinite_kind(bottom.diff) if need else None
+            if kind is not None:
+                raise self._nonfinite_error(i, f"backward produced {kind} in the diff of "
+                                               f"bottom blob '{self._blob_names[bottom_id]}'")
+        for j, blob in enumerate(record.layer.blobs):
+            kind = _nonfinite_kind(blob.diff) if record.layer.param_propagate_down[j] else None
+            if kind is not None:
+                raise self._nonfinite_error(i, f"backward produced {kind} in the diff of param "
+                                               f"blob {j}")
 
     def forward(self, blobs=None, start=None, end=None, **inputs):
         """pycaffe's forward: set inputs, run start..end, return {output name: data}."""
@@ -428,9 +573,9 @@ class Net:
         return batch(self, blobs)
 
     def forward_backward(self):
-        """One forward and backward over the whole net; returns the loss (Caffe's ForwardBackward)."""
+        """One forward and full backward; returns the loss (Caffe's ForwardBackward)."""
         loss = self.forward_from_to()
-        self.backward_from_to()
+        self.full_backward()
         return loss
 
     def reshape(self):
@@ -445,6 +590,24 @@ class Net:
     def loss_outputs(self):
         """(name, blob, loss weight) for each net output, in order."""
         return [(name, self.blobs[name], self.blob_loss_weights[name]) for name in self.outputs]
+
+    # ---- resources ---------------------------------------------------------------------
+    def close(self):
+        """Stop the data layers' background threads (``layer.close()`` where a layer has one).
+
+        The net stays usable: a data layer's next forward restarts its prefetch where it was.
+        """
+        for layer in self.layers:
+            close = getattr(layer, "close", None)
+            if callable(close):
+                close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
+        return False
 
     # ---- weights -----------------------------------------------------------------------
     def copy_from(self, path):

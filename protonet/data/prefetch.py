@@ -83,7 +83,12 @@ class Prefetcher:
         return self._thread is not None and self._thread.is_alive()
 
     def close(self, timeout=5.0):
-        """Stop the thread and wait for it (it finishes the batch it is loading)."""
+        """Stop the thread and wait for it (it finishes the batch it is loading).
+
+        ``timeout`` None waits however long that batch takes, so that the caller may then touch
+        the loader's state (a data layer restoring its position does).
+        """
         self._stop.set()
+        self._finalizer.detach()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)

@@ -1,14 +1,17 @@
 """Dataset tools, as library functions: convert_imageset, compute_image_mean, convert_mnist,
-convert_cifar. Each has the behaviour, keys and Datum layout of Caffe's tool of the same name.
+convert_cifar, extract_features. Each has the behaviour, keys and Datum layout of Caffe's tool of
+the same name.
 
 For the CLI, each tool also has a ``(add_arguments, run)`` pair in :data:`TOOLS`, e.g.
 ``CONVERT_IMAGESET = (add_convert_imageset_arguments, run_convert_imageset)``; flags keep
 Caffe's names and accept both ``-flag`` and ``--flag`` spellings.
 """
 
+import contextlib
 import gzip
 import os
 import struct
+import tempfile
 
 import numpy as np
 
@@ -18,7 +21,7 @@ from ..log import get_logger
 from ..proto import caffe_pb2
 from ..rng import get_rng
 from .datum import datum_to_array, image_to_datum, parse_datum, read_image
-from .db import LMDBWriter, iterate_lmdb
+from .db import LEVELDB_HELP, LMDBWriter, iterate_lmdb
 
 log = get_logger(__name__)
 
@@ -330,10 +333,179 @@ def run_convert_cifar(args):
     return 0
 
 
+# ---- extract_features ---------------------------------------------------------------------------
+class _LMDBFeatures:
+    """One feature blob → Datum records with float_data under keys ``%010d`` (Caffe's layout)."""
+
+    def __init__(self, path, overwrite):
+        self._db = LMDBWriter(path, overwrite=overwrite)
+        self._datum = caffe_pb2.Datum()
+
+    def __enter__(self):
+        self._db.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._db.__exit__(*exc)
+
+    def add_batch(self, blob):
+        # Caffe quirk: channels/height/width are the blob's legacy 4-D dims (extract_features.cpp).
+        datum = self._datum
+        datum.channels, datum.height, datum.width = blob.channels, blob.height, blob.width
+        for row in _rows(blob):
+            datum.ClearField("float_data")
+            datum.float_data.extend(row.tolist())
+            self._db.put(f"{self._db.count:010d}", datum.SerializeToString())
+
+
+class _HDF5Features:
+    """One feature blob → an HDF5 file holding one float32 dataset named like the blob, with
+    shape (images,) + blob shape[1:] (readable by an HDF5Data layer whose top has that name).
+    Written to a temporary sibling and renamed into place only when complete."""
+
+    def __init__(self, path, blob_name, overwrite):
+        self.path = os.path.abspath(os.fspath(path))
+        self.blob_name = blob_name
+        self.overwrite = overwrite
+        self._file = self._dataset = self._tmp = None
+
+    def __enter__(self):
+        import h5py
+
+        if os.path.exists(self.path) and not self.overwrite:
+            raise ProtonetError("already exists; remove it or pass --overwrite", file=self.path)
+        try:
+            fd, self._tmp = tempfile.mkstemp(prefix=os.path.basename(self.path) + ".",
+                                             suffix=".tmp", dir=os.path.dirname(self.path))
+            os.close(fd)
+        except OSError as err:
+            raise ProtonetError(f"cannot create the file: {err.strerror}", file=self.path) from None
+        self._file = h5py.File(self._tmp, "w")
+        return self
+
+    def add_batch(self, blob):
+        rows = _rows(blob).reshape((-1,) + tuple(blob.shape[1:]))
+        if self._dataset is None:
+            shape = rows.shape[1:]
+            self._dataset = self._file.create_dataset(self.blob_name, shape=(0,) + shape,
+                                                      maxshape=(None,) + shape, dtype=np.float32,
+                                                      chunks=(len(rows),) + shape)
+        elif rows.shape[1:] != self._dataset.shape[1:]:
+            raise ProtonetError(f"blob '{self.blob_name}' changed shape between batches, from "
+                                f"{self._dataset.shape[1:]} to {rows.shape[1:]}", file=self.path)
+        size = self._dataset.shape[0]
+        self._dataset.resize(size + len(rows), axis=0)
+        self._dataset[size:] = rows
+
+    def __exit__(self, exc_type, exc, tb):
+        self._file.close()
+        if exc_type is None:
+            os.replace(self._tmp, self.path)
+        else:
+            os.unlink(self._tmp)
+        return False
+
+
+FEATURE_WRITERS = {
+    "lmdb": lambda path, blob_name, overwrite: _LMDBFeatures(path, overwrite),
+    "hdf5": _HDF5Features,
+}
+
+
+def _rows(blob):
+    """A blob's data as (images, features): one row per item of the first axis."""
+    return blob.data.reshape(blob.shape[0] if blob.shape else 1, -1)
+
+
+def _names(value):
+    return value.split(",") if isinstance(value, str) else list(value)
+
+
+def extract_features(weights, model, blob_names, dataset_names, num_mini_batches,
+                     db_type="lmdb", overwrite=False):
+    """Run ``model`` (TEST phase, weights from ``weights``) for ``num_mini_batches`` forwards and
+    store each image's values of every blob in ``blob_names`` in the matching database of
+    ``dataset_names`` (comma-separated strings or lists), as Caffe's extract_features does.
+
+    ``db_type`` "lmdb": Datum records with ``float_data`` and the blob's legacy
+    channels/height/width, under keys ``%010d`` (the image's index); "hdf5": one dataset named
+    like the blob. Returns {blob name: number of images written}.
+    """
+    from ..net import Net
+
+    blob_names, dataset_names = _names(blob_names), _names(dataset_names)
+    if len(blob_names) != len(dataset_names):
+        raise ProtonetError(f"the number of blob names and dataset names must be equal "
+                            f"({len(blob_names)} blobs, {len(dataset_names)} datasets)")
+    db_type = db_type.lower()
+    if db_type == "leveldb":
+        raise ProtonetError(f"extract_features writes lmdb or hdf5. {LEVELDB_HELP}")
+    if db_type not in FEATURE_WRITERS:
+        raise ProtonetError(f"unknown database type '{db_type}'; use lmdb or hdf5")
+    num_mini_batches = int(num_mini_batches)
+    if num_mini_batches < 0:
+        raise ProtonetError(f"num_mini_batches must be >= 0, got {num_mini_batches}")
+    with Net(model, phase="TEST") as net, contextlib.ExitStack() as stack:
+        net.copy_from(weights)
+        for name in blob_names:
+            if name not in net.blobs:
+                raise ProtonetError(f"Unknown feature blob name {name} in the network {model}")
+        writers = []
+        for name, path in zip(blob_names, dataset_names):
+            log.info("Opening dataset %s", path)
+            writers.append(stack.enter_context(FEATURE_WRITERS[db_type](path, name, overwrite)))
+        counts = _extract(net, blob_names, writers, num_mini_batches)
+    log.info("Successfully extracted the features!")
+    return counts
+
+
+def _extract(net, blob_names, writers, num_mini_batches):
+    # Caffe logs these progress lines at ERROR level so that they show by default; protonet
+    # logs them at INFO, with the same text.
+    log.info("Extracting Features")
+    counts = dict.fromkeys(blob_names, 0)
+    for _ in range(num_mini_batches):
+        net.forward_from_to()
+        for name, writer in zip(blob_names, writers):
+            blob = net.blobs[name]
+            writer.add_batch(blob)
+            before, counts[name] = counts[name], counts[name] + len(_rows(blob))
+            for thousands in range(before // 1000 + 1, counts[name] // 1000 + 1):
+                log.info("Extracted features of %d query images for feature blob %s",
+                         thousands * 1000, name)
+    for name in blob_names:
+        log.info("Extracted features of %d query images for feature blob %s", counts[name],
+                 name)
+    return counts
+
+
+def add_extract_features_arguments(parser):
+    parser.add_argument("weights", help="pretrained .caffemodel (or .caffemodel.h5)")
+    parser.add_argument("model", help="net prototxt with a data layer (run in TEST phase)")
+    parser.add_argument("blobs", help="feature blob names, comma-separated (e.g. fc7,fc8)")
+    parser.add_argument("datasets", help="databases to create, one per blob, comma-separated")
+    parser.add_argument("num_mini_batches", type=int, help="number of forward passes")
+    parser.add_argument("db_type", nargs="?", default="lmdb", choices=["lmdb", "hdf5", "leveldb"])
+    parser.add_argument("mode", nargs="?", default="CPU", choices=["CPU", "GPU"],
+                        help="accepted for Caffe compatibility; protonet runs on the CPU")
+    parser.add_argument("device_id", nargs="?", type=int, default=0,
+                        help="accepted for Caffe compatibility")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing databases")
+
+
+def run_extract_features(args):
+    if args.mode == "GPU":
+        log.warning("GPU requested; protonet runs on the CPU")
+    extract_features(args.weights, args.model, args.blobs, args.datasets,
+                     args.num_mini_batches, db_type=args.db_type, overwrite=args.overwrite)
+    return 0
+
+
 CONVERT_IMAGESET = (add_convert_imageset_arguments, run_convert_imageset)
 COMPUTE_IMAGE_MEAN = (add_compute_image_mean_arguments, run_compute_image_mean)
 CONVERT_MNIST = (add_convert_mnist_arguments, run_convert_mnist)
 CONVERT_CIFAR = (add_convert_cifar_arguments, run_convert_cifar)
+EXTRACT_FEATURES = (add_extract_features_arguments, run_extract_features)
 
 # Command name → (add_arguments(parser), run(args) → exit code), for the CLI's table.
 TOOLS = {
@@ -341,4 +513,5 @@ TOOLS = {
     "compute_image_mean": COMPUTE_IMAGE_MEAN,
     "convert_mnist": CONVERT_MNIST,
     "convert_cifar": CONVERT_CIFAR,
+    "extract_features": EXTRACT_FEATURES,
 }

@@ -31,6 +31,8 @@ class DataTransformer:
     ``phase`` is caffe_pb2.TRAIN or TEST. The transformer owns a generator derived from the
     global RNG at construction (Caffe's InitRand), used for crops and mirror coin flips; so a
     seeded run repeats even though batches are prepared on a background thread.
+    ``get_state()``/``set_state(state)`` save and restore that generator (None when the
+    transformer draws no random numbers), so random crops and mirrors replay after a resume.
     """
 
     def __init__(self, param, phase, where="transform_param"):
@@ -58,6 +60,20 @@ class DataTransformer:
         self.mean_values = np.asarray(param.mean_value, dtype=np.float32)
         needs_rand = self.mirror or (phase == caffe_pb2.TRAIN and self.crop_size > 0)
         self.rng = derived_rng() if needs_rand else None
+
+    def get_state(self):
+        """The generator's state (JSON-serialisable), or None if the transformer has none."""
+        return None if self.rng is None else self.rng.bit_generator.state
+
+    def set_state(self, state):
+        """Restore a state from :meth:`get_state`."""
+        if (state is None) != (self.rng is None):
+            log.warning("the saved crop/mirror RNG state does not match this transform_param "
+                        "(random crop or mirror was switched on or off since the snapshot); "
+                        "the transformer keeps its fresh state")
+            return
+        if state is not None:
+            self.rng.bit_generator.state = state
 
     def infer_shape(self, channels, height, width, where="record"):
         """The (C, H', W') a (channels, height, width) image becomes; checks crop and means."""

@@ -5,13 +5,21 @@ Data layers have no bottoms and no backward. They shape their tops at setup (Caf
 first record to do so). Data, ImageData and WindowData prepare batches on a background thread
 (``data_param.prefetch`` batches ahead, default 4; 0 loads synchronously) and apply
 ``transform_param`` through :class:`protonet.data.transformer.DataTransformer`. Call ``close()``
-to stop the thread early; it also stops when the layer is garbage-collected.
+to stop the thread early; it also stops when the layer is garbage-collected, and a forward after
+``close()`` restarts it where the layer was.
+
+Every layer that reads a source implements the data-position interface of exact resume
+(:mod:`protonet.solvers.snapshot`): ``get_position()`` returns, as JSON-serialisable values,
+where the *next* forward reads (cursor, current order, and the state of every RNG the layer and
+its transformer own); ``set_position(position)`` puts the layer back there. A prefetching layer
+reports the position of the batch its next forward returns, not how far its thread has read;
+``set_position`` discards the prefetched batches and restarts the thread from the position.
 """
 
 import h5py
 import numpy as np
 
-from ..data.datum import datum_to_array, parse_datum, read_image, decode_image, resize_image
+from ..data.datum import datum_to_array, decode_image, parse_datum, read_image, resize_image
 from ..data.db import LMDBCursor
 from ..data.prefetch import Prefetcher
 from ..data.transformer import DataTransformer, derived_rng
@@ -58,6 +66,38 @@ def _parse_image_list(source):
     return entries
 
 
+def _jsonable(value):
+    """``value`` with numpy arrays and scalars turned into lists and Python numbers."""
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _rng_state(rng):
+    return None if rng is None else rng.bit_generator.state
+
+
+def _set_rng_state(rng, state, what):
+    if (rng is None) != (state is None):
+        raise ProtonetError(f"the saved data position does not match this layer: {what} was "
+                            f"switched on or off since the snapshot; delete the snapshot's "
+                            f".pnstate file to start the data from the beginning")
+    if rng is not None:
+        rng.bit_generator.state = state
+
+
+def _changed_source(what):
+    return ProtonetError(f"the saved data position does not fit the data: {what}. The source "
+                         f"changed since the snapshot; delete the snapshot's .pnstate file to "
+                         f"start the data from the beginning")
+
+
 def _warn_deprecated_transform(layer, message):
     """Caffe ignores scale/mean_file/crop_size/mirror in the V2 per-layer params; say so."""
     for field in _DEPRECATED_TRANSFORM_FIELDS:
@@ -70,8 +110,11 @@ def _warn_deprecated_transform(layer, message):
 class PrefetchingDataLayer(Layer):
     """Base of Data, ImageData and WindowData: transformer + background batch loading.
 
-    Subclasses implement ``data_setup(tops)`` (open the source, shape the tops) and
-    ``load_batch()`` → (data (N, C, H, W) float32, labels (N,) float32), run on the thread.
+    Subclasses implement ``data_setup(tops)`` (open the source, shape the tops),
+    ``load_batch()`` → (data (N, C, H, W) float32, labels (N,) float32), run on the thread,
+    ``capture()`` → the loader's position (where its next batch starts; arrays in it are never
+    mutated afterwards) and ``restore(position)``, which puts the loader back there (reopening
+    the source if ``close()`` closed it).
     """
 
     exact_bottoms = 0
@@ -87,15 +130,26 @@ class PrefetchingDataLayer(Layer):
             self.data_setup(tops)
         except ProtonetError as err:
             raise err.with_context(layer=self.name, layer_type=self.type)
-        self.prefetcher = Prefetcher(self.load_batch, self.param.data_param.prefetch,
+        self._position = self.capture()
+        self._start_prefetch()
+
+    def _start_prefetch(self):
+        self.prefetcher = Prefetcher(self._load_with_position, self.param.data_param.prefetch,
                                      name=f"prefetch-{self.name}")
+
+    def _load_with_position(self):
+        """A batch and the loader's position after it, i.e. where the following batch starts."""
+        batch = self.load_batch()
+        return batch, self.capture()
 
     def reshape(self, bottoms, tops):
         """Tops are shaped at setup and by each batch (Caffe's BaseDataLayer::Reshape is empty)."""
 
     def forward(self, bottoms, tops):
         try:
-            data, labels = self.prefetcher.get()
+            if self.prefetcher is None:             # closed: carry on from where we were
+                self._restart(self._position)
+            (data, labels), self._position = self.prefetcher.get()
         except ProtonetError as err:
             raise err.with_context(layer=self.name, layer_type=self.type)
         tops[0].reshape(data.shape)
@@ -104,11 +158,32 @@ class PrefetchingDataLayer(Layer):
             tops[1].reshape(labels.shape)
             tops[1].data[...] = labels
 
+    def get_position(self):
+        """Where the next forward reads (JSON-serialisable); see the module docstring."""
+        return _jsonable(self._position)
+
+    def set_position(self, position):
+        """Make the next forward return the batch at ``position`` (from get_position)."""
+        try:
+            self._restart(position)
+        except ProtonetError as err:
+            raise err.with_context(layer=self.name, layer_type=self.type)
+
+    def _restart(self, position):
+        self._stop_prefetch()
+        self.restore(position)
+        self._position = self.capture()
+        self._start_prefetch()
+
+    def _stop_prefetch(self):
+        if self.prefetcher is not None:
+            # Wait for the batch being loaded: the loader's state must be quiet from here on.
+            self.prefetcher.close(timeout=None)
+            self.prefetcher = None
+
     def close(self):
         """Stop the prefetch thread (also happens when the layer is garbage-collected)."""
-        if self.prefetcher is not None:
-            self.prefetcher.close()
-            self.prefetcher = None
+        self._stop_prefetch()
 
     def _shape_tops(self, tops, batch_size, item_shape):
         tops[0].reshape((batch_size,) + tuple(item_shape))
@@ -135,11 +210,13 @@ class DataLayer(PrefetchingDataLayer):
             raise ProtonetError("data_param.batch_size must be positive")
         self.source = p.source
         self.cursor = LMDBCursor(self.source)
+        self.index = 0              # the cursor's record number, counted from the first
         self._check_backend(p)
         if p.rand_skip:
             skip = int(get_rng().integers(p.rand_skip))
             log.info("Skipping first %d data points.", skip)
             self.cursor.skip(skip)
+            self.index = skip % self.cursor.entries
         image, _ = self._read_record()
         try:
             shape = self.transformer.infer_shape(*image.shape, where=self._where())
@@ -184,7 +261,30 @@ class DataLayer(PrefetchingDataLayer):
                 raise err.with_context(file=self.source)
             if self.cursor.next():
                 log.info(RESTART_MESSAGE)
+                self.index = 0
+            else:
+                self.index += 1
         return data, labels
+
+    def capture(self):
+        return {"index": self.index, "key": self.cursor.key(),
+                "transform": self.transformer.get_state()}
+
+    def restore(self, position):
+        """Reopen the database and step to record ``index`` (checking that its key matches)."""
+        index = int(position["index"])
+        if self.cursor is not None:
+            self.cursor.close()
+        self.cursor = LMDBCursor(self.source)
+        if not 0 <= index < self.cursor.entries:
+            raise _changed_source(f"record {index} of a database of {self.cursor.entries}")
+        self.cursor.skip(index)
+        self.index = index
+        key = position.get("key")
+        if key is not None and self.cursor.key() != key:
+            raise _changed_source(f"record {index} has key '{self.cursor.key()}', the snapshot "
+                                  f"expected '{key}'")
+        self.transformer.set_state(position.get("transform"))
 
     def close(self):
         super().close()
@@ -219,8 +319,11 @@ class ImageDataLayer(PrefetchingDataLayer):
             raise ProtonetError("image_data_param.batch_size must be positive")
         self.source = p.source
         log.info("Opening file %s", self.source)
-        self.lines = _parse_image_list(self.source)
+        self.all_lines = _parse_image_list(self.source)
+        self.order = np.arange(len(self.all_lines))     # replaced, never mutated, by a shuffle
+        self.lines = self.all_lines
         self.shuffle = bool(p.shuffle)
+        self.rng = None
         if self.shuffle:
             log.info("Shuffling data")
             self.rng = derived_rng()
@@ -238,8 +341,30 @@ class ImageDataLayer(PrefetchingDataLayer):
         self._shape_tops(tops, self.batch_size, shape)
 
     def _shuffle(self):
-        order = self.rng.permutation(len(self.lines))
-        self.lines = [self.lines[i] for i in order]
+        self.order = self.order[self.rng.permutation(len(self.order))]
+        self.lines = [self.all_lines[i] for i in self.order]
+
+    def capture(self):
+        return {"line_id": self.line_id, "order": self.order if self.shuffle else None,
+                "rng": _rng_state(self.rng), "transform": self.transformer.get_state()}
+
+    def restore(self, position):
+        line_id = int(position["line_id"])
+        n = len(self.all_lines)
+        if not 0 <= line_id < n:
+            raise _changed_source(f"line {line_id + 1} of a list of {n} images")
+        order = position.get("order")
+        if (order is None) == self.shuffle:
+            raise _changed_source("shuffle was switched on or off")
+        if order is not None:
+            order = np.asarray(order, dtype=np.int64)
+            if sorted(order.tolist()) != list(range(n)):
+                raise _changed_source(f"the saved order does not list {n} images")
+            self.order = order
+            self.lines = [self.all_lines[i] for i in order]
+        _set_rng_state(self.rng, position.get("rng"), "shuffle")
+        self.transformer.set_state(position.get("transform"))
+        self.line_id = line_id
 
     def _where(self, line_id):
         return f"image '{self.lines[line_id][0]}' (line {line_id + 1} of {self.source})"
@@ -326,6 +451,20 @@ class WindowDataLayer(PrefetchingDataLayer):
         self.rng = derived_rng()
         tops[0].reshape(self.batch_size, channels, self.crop_size, self.crop_size)
         tops[1].reshape(self.batch_size)
+
+    def capture(self):
+        """Windows are drawn at random from fixed fg/bg lists: the RNG is the whole position."""
+        return {"windows": [len(self.fg_windows), len(self.bg_windows)],
+                "rng": _rng_state(self.rng), "transform": self.transformer.get_state()}
+
+    def restore(self, position):
+        windows = [len(self.fg_windows), len(self.bg_windows)]
+        if list(position.get("windows", windows)) != windows:
+            raise _changed_source(f"the window file now has {windows[0]} foreground and "
+                                  f"{windows[1]} background windows, the snapshot had "
+                                  f"{list(position['windows'])}")
+        _set_rng_state(self.rng, position.get("rng"), "the window sampler")
+        self.transformer.set_state(position.get("transform"))
 
     def _read_window_file(self, p):
         try:
@@ -540,6 +679,44 @@ class HDF5DataLayer(Layer):
             if self.shuffle:
                 self.rng.shuffle(self.rows)
 
+    def get_position(self):
+        """File order, current file and row, the row order and the shuffle RNG's state."""
+        return {"file_order": self.file_order.tolist(), "current_file": self.current_file,
+                "current_row": self.current_row,
+                "rows": self.rows.tolist() if self.shuffle else None,
+                "rng": _rng_state(self.rng)}
+
+    def set_position(self, position):
+        """Load the file the position names and continue at its row, in the saved orders."""
+        try:
+            self._set_position(position)
+        except ProtonetError as err:
+            raise err.with_context(layer=self.name, layer_type=self.type)
+
+    def _set_position(self, position):
+        file_order = np.asarray(position["file_order"], dtype=np.int64)
+        if sorted(file_order.tolist()) != list(range(len(self.files))):
+            raise _changed_source(f"the saved file order does not list {len(self.files)} "
+                                  f"files")
+        current_file = int(position["current_file"])
+        if not 0 <= current_file < len(self.files):
+            raise _changed_source(f"file {current_file} of {len(self.files)}")
+        if (position.get("rows") is None) == self.shuffle:
+            raise _changed_source("shuffle was switched on or off")
+        wanted = int(file_order[current_file])
+        if wanted != int(self.file_order[self.current_file]):
+            self._load(self.files[wanted])
+        rows = np.arange(len(self.rows)) if position.get("rows") is None else \
+            np.asarray(position["rows"], dtype=np.int64)
+        if sorted(rows.tolist()) != list(range(len(self.rows))):
+            raise _changed_source(f"{self.files[wanted]} no longer has {len(rows)} rows")
+        current_row = int(position["current_row"])
+        if not 0 <= current_row < len(rows):
+            raise _changed_source(f"row {current_row} of {len(rows)}")
+        _set_rng_state(self.rng, position.get("rng"), "shuffle")
+        self.file_order, self.current_file = file_order, current_file
+        self.rows, self.current_row = rows, current_row
+
     def reshape(self, bottoms, tops):
         """Tops keep their setup shapes (Caffe's HDF5DataLayer::Reshape is empty)."""
 
@@ -664,6 +841,23 @@ class MemoryDataLayer(Layer):
 
     def set_batch_size(self, batch_size):
         self.batch_size = int(batch_size)
+
+    def get_position(self):
+        """The cursor into the arrays (and the transformer's RNG, used by add_datum_vector).
+
+        ``set_input_arrays`` and ``add_datum_vector`` reset the cursor: give the arrays before
+        restoring a snapshot.
+        """
+        return {"pos": self.pos, "transform": self.transformer.get_state()}
+
+    def set_position(self, position):
+        pos = int(position["pos"])
+        if pos < 0 or (self._data is not None and pos >= self._data.shape[0]):
+            size = "no" if self._data is None else self._data.shape[0]
+            raise _changed_source(f"item {pos} of {size} items").with_context(
+                layer=self.name, layer_type=self.type)
+        self.pos = pos
+        self.transformer.set_state(position.get("transform"))
 
     def reshape(self, bottoms, tops):
         """Tops are shaped by forward."""

@@ -22,7 +22,9 @@ The optional data-position interface (a layer without it simply restarts on resu
 - ``layer.set_position(position)`` restores that value (discarding prefetched batches and
   restarting the prefetch from there), so the next forward returns exactly that batch.
 
-The global RNG (:mod:`protonet.rng`: fillers, Dropout) is saved and restored by the solver.
+Data, ImageData, WindowData, HDF5Data and MemoryData implement it (protonet.layers.data); the
+prefetching ones capture the position after each batch on their thread and hand it out with the
+batch. The global RNG (:mod:`protonet.rng`: fillers, Dropout) is saved and restored by the solver.
 """
 
 import hashlib

@@ -25,6 +25,7 @@ Log lines are Caffe's, byte for byte (floats printed as C++ streams print them, 
 
 import os
 import time
+import weakref
 
 import numpy as np
 from google.protobuf import text_format
@@ -72,61 +73,6 @@ def _merged_state(phase, *states):
     return state
 
 
-# ---- per-layer debug output (Caffe's Net::ForwardDebugInfo / BackwardDebugInfo) ---------------
-def _mean_abs(array):
-    return f32(np.abs(array, dtype=np.float64).sum()) / f32(max(array.size, 1))
-
-
-def _param_offsets(net):
-    offsets, total = [], 0
-    for record in net.records:
-        offsets.append(total)
-        total += len(record.layer.blobs)
-    return offsets
-
-
-def forward_with_debug(net):
-    """Forward layer by layer, logging each layer's top and param means as Caffe's debug_info."""
-    loss = 0.0
-    offsets = _param_offsets(net)
-    for i, record in enumerate(net.records):
-        loss += net.forward_from_to(i, i)
-        name = record.param.name
-        for top, top_id in zip(record.tops, record.top_ids):
-            log.info("    [Forward] Layer %s, top blob %s data: %s", name,
-                     net._blob_names[top_id], fmt(_mean_abs(top.data)))
-        for j, blob in enumerate(record.layer.blobs):
-            log.info("    [Forward] Layer %s, param blob %s data: %s", name,
-                     net.param_display_names[offsets[i] + j], fmt(_mean_abs(blob.data)))
-    return loss
-
-
-def backward_with_debug(net):
-    for i in range(len(net.records) - 1, -1, -1):
-        record = net.records[i]
-        if not record.need_backward:
-            continue
-        net.backward_from_to(i, i)
-        name = record.param.name
-        for need, bottom, bottom_id in zip(record.bottom_need_backward, record.bottoms,
-                                           record.bottom_ids):
-            if need:
-                log.info("    [Backward] Layer %s, bottom blob %s diff: %s", name,
-                         net._blob_names[bottom_id], fmt(_mean_abs(bottom.diff)))
-        for j, blob in enumerate(record.layer.blobs):
-            if record.layer.param_propagate_down[j]:
-                log.info("    [Backward] Layer %s, param blob %d diff: %s", name, j,
-                         fmt(_mean_abs(blob.diff)))
-    sums = np.zeros(4, dtype=np.float64)
-    for blob in net.learnable_params:
-        data, diff = blob.data.astype(np.float64), blob.diff.astype(np.float64)
-        sums += (np.abs(data).sum(), np.abs(diff).sum(), (data * data).sum(), (diff * diff).sum())
-    # Caffe logs this one line at ERROR level (net.cpp Backward).
-    log.error("    [Backward] All net params (data, diff): L1 norm = (%s, %s); L2 norm = (%s, %s)",
-              fmt(f32(sums[0])), fmt(f32(sums[1])), fmt(np.sqrt(f32(sums[2]))),
-              fmt(np.sqrt(f32(sums[3]))))
-
-
 def first_nonfinite_layer(net):
     """The first layer (in forward order) one of whose tops holds a NaN or an infinity."""
     for record in net.records:
@@ -161,11 +107,17 @@ class Solver:
             rng.set_random_seed(p.random_seed)
         self.net = self._init_train_net()
         self.test_nets = self._init_test_nets()
+        # Stop the nets' prefetch threads when the solver is collected, even without close().
+        self._finalizer = weakref.finalize(self, _close_nets, [self.net] + self.test_nets)
+        self._finalizer.atexit = False
         log.info("Solver scaffolding done.")
         self.iter = 0
         self.current_step = 0
         self.requested_early_exit = False
-        self._train_debug = False
+        # Caffe's solver overrides the nets' own debug_info with its own; protonet honours
+        # either (debug_info: true in the net file or in the solver).
+        self._train_debug = bool(p.debug_info or self.net.debug_info)
+        self.check_nan = False
         self.smoothed_loss = f32(0)
         self._losses = []
         self._callbacks = []
@@ -314,7 +266,7 @@ class Solver:
             extra = [p.test_state[i]] if p.test_state else []
             state = _merged_state(caffe_pb2.TEST, file_state, *extra)
             net = self._build_net(source, state, f"test net (#{i}) specified by {where}")
-            net.debug_info = p.debug_info
+            net.set_debug_info(p.debug_info or net.debug_info)
             nets.append(net)
         return nets
 
@@ -336,9 +288,38 @@ class Solver:
         """Make ``net`` use the train net's weights (pycaffe's share_weights)."""
         net.share_with(self.net)
 
+    def set_check_nan(self, flag):
+        """Check every layer of the train and test nets for NaN/Inf (``train --check_nan``).
+
+        Off (the default), only the loss is checked, after each forward.
+        """
+        self.check_nan = bool(flag)
+        for net in [self.net] + self.test_nets:
+            net.set_check_nan(flag)
+
+    def close(self):
+        """Stop the data layers' prefetch threads of the train and test nets."""
+        _close_nets([self.net] + self.test_nets)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
+        return False
+
     # ---- the loop ----------------------------------------------------------------------------
     def solve(self, resume_file=None):
-        """Caffe's Solver::Solve: (restore,) step to max_iter, final snapshot, test, done."""
+        """Caffe's Solver::Solve: (restore,) step to max_iter, final snapshot, test, done.
+
+        The nets' prefetch threads are stopped at the end (they restart on a later forward).
+        """
+        try:
+            self._solve(resume_file)
+        finally:
+            self.close()
+
+    def _solve(self, resume_file):
         p = self.param
         log.info("Solving %s", self.net.name)
         log.info("Learning Rate Policy: %s", p.lr_policy)
@@ -354,7 +335,7 @@ class Solver:
             log.info("Optimization stopped early.")
             return
         if p.display and self.iter % p.display == 0:
-            loss = f32(self._forward(self.net, self._train_debug))
+            loss = f32(self._run(self.net, self.net.forward_from_to, "final forward"))
             self._update_smoothed_loss(loss, start_iter)
             log.info("Iteration %d, loss = %s", self.iter, fmt(self.smoothed_loss))
         if p.test_interval and self.iter % p.test_interval == 0:
@@ -379,10 +360,10 @@ class Solver:
             for on_start, _ in self._callbacks:
                 on_start()
             display = bool(p.display) and self.iter % p.display == 0
-            self._train_debug = display and p.debug_info
+            self.net.set_debug_info(display and self._train_debug)
             loss = f32(0)
             for _ in range(p.iter_size):
-                loss += f32(self._forward_backward(self._train_debug))
+                loss += f32(self._run(self.net, self._forward_backward, "train"))
             loss /= f32(p.iter_size)
             self._update_smoothed_loss(loss, start_iter)
             if display:
@@ -397,17 +378,22 @@ class Solver:
                 self.requested_early_exit = True
                 break
 
-    def _forward(self, net, debug):
-        return forward_with_debug(net) if debug else net.forward_from_to()
+    def _run(self, net, function, what):
+        """``function()``; with check_nan, a ProtonetError gains the iteration (and net)."""
+        if not self.check_nan:
+            return function()
+        try:
+            return function()
+        except ProtonetError as err:
+            where = f"iteration {self.iter}" + ("" if what == "train" else f", {what}")
+            raise ProtonetError(f"{where}: {err.message}", file=err.file, line=err.line,
+                                layer=err.layer, layer_type=err.layer_type) from None
 
-    def _forward_backward(self, debug):
-        loss = self._forward(self.net, debug)
+    def _forward_backward(self):
+        loss = self.net.forward_from_to()
         if not np.isfinite(loss):
             self._fail_nonfinite(loss)
-        if debug:
-            backward_with_debug(self.net)
-        else:
-            self.net.backward_from_to()
+        self.net.full_backward()
         return loss
 
     def _fail_nonfinite(self, loss):
@@ -466,6 +452,8 @@ class Solver:
             hist = [self.history[i + k * count] for k in range(sets)]
             self.rule.compute(diff, hist, self._scratch[i], local_rate, self._hyper,
                               self.iter + 1)
+        if self.net.debug_info:
+            self.net.update_debug_info()
         for blob in params:
             np.subtract(blob.data, blob.diff, out=blob.data)
         self.iter += 1
@@ -516,7 +504,7 @@ class Solver:
                 request = self._action()
             if self.requested_early_exit:
                 break
-            iter_loss = self._forward(net, p.debug_info)
+            iter_loss = self._run(net, net.forward_from_to, f"test net #{test_net_id}")
             if p.test_compute_loss:
                 loss += f32(iter_loss)
             values = np.concatenate([blob.data.ravel() for _, blob, _ in net.loss_outputs()]) \
@@ -586,6 +574,11 @@ class Solver:
         for mine, theirs in zip(self.history, state.history):
             mine.reshape(-1)[...] = theirs.reshape(-1)
         snap.read_sidecar(state_file, state.iter, self.rule.name, self.net, self.test_nets)
+
+
+def _close_nets(nets):
+    for net in nets:
+        net.close()
 
 
 def _squeezed(shape):
