@@ -9,6 +9,7 @@ leaves a half-written database under the final name, nor touches an existing one
 import os
 import shutil
 import tempfile
+import threading
 
 import lmdb
 
@@ -52,6 +53,36 @@ def check_lmdb_dir(source):
                             "directory", file=source)
 
 
+# py-lmdb opens an environment only once per process, so readers of the same database (a train
+# and a test net, a tool run beside training) share one, closed when its last reader closes.
+_ENVS = {}
+_ENVS_LOCK = threading.Lock()
+
+
+def _open_env(source):
+    key = os.path.realpath(source)
+    with _ENVS_LOCK:
+        if key not in _ENVS:
+            try:
+                env = lmdb.open(source, readonly=True, lock=False, readahead=False, subdir=True)
+            except lmdb.Error as err:
+                raise ProtonetError(f"could not open the LMDB database ({err})",
+                                    file=source) from None
+            _ENVS[key] = [env, 0]
+        _ENVS[key][1] += 1
+        return key, _ENVS[key][0]
+
+
+def _release_env(key):
+    with _ENVS_LOCK:
+        entry = _ENVS.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            _ENVS.pop(key)[0].close()
+
+
 class LMDBCursor:
     """Reads (key, value) pairs in key order and wraps around at the end, like Caffe's cursor.
 
@@ -61,14 +92,11 @@ class LMDBCursor:
     def __init__(self, source):
         check_lmdb_dir(source)
         self.source = source
-        try:
-            self._env = lmdb.open(source, readonly=True, lock=False, readahead=False,
-                                  subdir=True)
-        except lmdb.Error as err:
-            raise ProtonetError(f"could not open the LMDB database ({err})", file=source) from None
+        self._env_key, self._env = _open_env(source)
         self.entries = self._env.stat()["entries"]
         if self.entries == 0:
-            self._env.close()
+            self._env = None
+            _release_env(self._env_key)
             raise ProtonetError("the database is empty", file=source)
         log.info("Opened lmdb %s", source)
         self._txn = self._env.begin(buffers=False)
@@ -95,20 +123,20 @@ class LMDBCursor:
     def close(self):
         if self._env is not None:
             self._txn.abort()
-            self._env.close()
             self._env = None
+            _release_env(self._env_key)
 
 
 def iterate_lmdb(source):
     """Yield every (key, value) of an LMDB once, in key order (for tools)."""
     check_lmdb_dir(source)
-    env = lmdb.open(source, readonly=True, lock=False, readahead=False, subdir=True)
+    key, env = _open_env(source)
     try:
         with env.begin(buffers=False) as txn:
-            for key, value in txn.cursor():
-                yield key.decode("utf-8", errors="replace"), value
+            for record_key, value in txn.cursor():
+                yield record_key.decode("utf-8", errors="replace"), value
     finally:
-        env.close()
+        _release_env(key)
 
 
 class LMDBWriter:

@@ -139,6 +139,7 @@ class RecurrentLayer(Layer):
             pseudo = _layer(net, "Reduction", f"{name}_pseudoloss", [name], [f"{name}_pseudoloss"])
             pseudo.loss_weight.append(1)
         self.unrolled = Net(net, state=make_state(phase=self.phase))
+        self.unrolled.set_debug_info(recurrent.debug_info)
         blobs = self.unrolled.blobs
         self.x_blob, self.cont_blob = blobs["x"], blobs["cont"]
         self.static_blob = blobs["x_static"] if self.static_input else None

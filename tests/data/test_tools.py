@@ -238,3 +238,18 @@ def test_model_files_parse_and_point_at_repo_relative_data(model):
         test_batch = [layer.data_param.batch_size for layer in net.layer
                       if layer.type == "Data" and layer.include[0].phase == caffe_pb2.TEST][0]
         assert solver.test_iter[0] * test_batch == 1000
+
+
+def test_two_readers_of_one_lmdb_share_the_environment(tmp_path):
+    from protonet.data.db import LMDBCursor, LMDBWriter, iterate_lmdb
+
+    path = tmp_path / "db"
+    with LMDBWriter(path) as writer:
+        writer.put("00000000", b"a")
+        writer.put("00000001", b"b")
+    first, second = LMDBCursor(str(path)), LMDBCursor(str(path))
+    assert first.key() == second.key() == "00000000"
+    assert [k for k, _ in iterate_lmdb(str(path))] == ["00000000", "00000001"]
+    first.close()
+    assert second.next() is False and second.key() == "00000001"
+    second.close()
