@@ -5,14 +5,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: install data lenet test test-fast proto bench lint clean
+.PHONY: install data lenet test test-fast test-distributed proto bench lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
 install: $(PY)
-	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet -e ".[test,mpi]"
 
 data: install
 	$(PY) tools/fetch_mnist.py
@@ -25,6 +25,9 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+test-distributed: install
+	$(PY) -m pytest tests/distributed -q
 
 proto: $(PY)
 	PYTHON=$(PY) bash tools/gen_proto.sh

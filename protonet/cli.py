@@ -70,13 +70,15 @@ def cmd_upgrade_solver(args):
 
 
 def cmd_train(args):
-    from . import commands
+    from . import commands, distributed
 
-    commands.train(args.solver, weights=args.weights, snapshot=args.snapshot,
-                   iterations=args.iterations, sigint_effect=args.sigint_effect,
-                   sighup_effect=args.sighup_effect, sigterm_effect=args.sigterm_effect,
-                   level=args.level, stages=_stages(args.stage), check_nan=args.check_nan,
-                   progress=args.progress)
+    train, extra = commands.train, {"progress": args.progress}
+    if args.distributed or distributed.launched_size() > 1:
+        train, extra = distributed.train, {"timeout": args.mpi_timeout}
+    train(args.solver, weights=args.weights, snapshot=args.snapshot,
+          iterations=args.iterations, sigint_effect=args.sigint_effect,
+          sighup_effect=args.sighup_effect, sigterm_effect=args.sigterm_effect,
+          level=args.level, stages=_stages(args.stage), check_nan=args.check_nan, **extra)
     return 0
 
 
@@ -142,6 +144,13 @@ def _parser_train(p):
     _flag(p, "progress", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
           help="a progress line (iteration, iter/s, ETA) on a terminal; auto (default): only "
                "when stderr is a terminal; never when stderr is redirected")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel training over MPI, one rank per process: run under "
+                        "mpiexec/mpirun (implied when an MPI launcher starts more than one "
+                        "rank); see docs/distributed.md")
+    _flag(p, "mpi_timeout", type=float, default=None,
+          help="with --distributed: seconds a rank waits for the others before aborting the "
+               "job (default: $PROTONET_MPI_TIMEOUT or 600)")
 
 
 def _parser_test(p):

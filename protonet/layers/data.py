@@ -23,6 +23,7 @@ from ..data.datum import datum_to_array, decode_image, parse_datum, read_image, 
 from ..data.db import LMDBCursor
 from ..data.prefetch import Prefetcher
 from ..data.transformer import DataTransformer, derived_rng
+from ..distributed import shard_skips
 from ..errors import ProtonetError
 from ..fillers import fill
 from ..log import get_logger
@@ -121,6 +122,18 @@ class PrefetchingDataLayer(Layer):
     min_tops = 1
     max_tops = 2
     prefetcher = None
+    shard = (0, 1)
+
+    def set_shard(self, rank, size):
+        """Read rank ``rank``'s 1/``size`` of the data (distributed training).
+
+        Of every size·batch_size consecutive items of the stream, this layer reads items
+        rank·batch_size … rank·batch_size + batch_size − 1 (protonet.distributed.shard_skips);
+        positions stay those of the whole stream, so every rank can restore rank 0's. Batches
+        prefetched before the call are dropped: the next forward reads from the same place.
+        """
+        self.shard = (int(rank), int(size))
+        self._restart(self._position)
 
     def setup(self, bottoms, tops):
         self.close()
@@ -244,9 +257,19 @@ class DataLayer(PrefetchingDataLayer):
             raise err.with_context(file=self.source)
         return image, datum.label
 
+    def _advance(self):
+        if self.cursor.next():
+            log.info(RESTART_MESSAGE)
+            self.index = 0
+        else:
+            self.index += 1
+
     def load_batch(self):
         data = None
         labels = np.zeros(self.batch_size, dtype=np.float32)
+        before, after = shard_skips(*self.shard, self.batch_size)
+        for _ in range(before):
+            self._advance()
         for item in range(self.batch_size):
             image, labels[item] = self._read_record()
             where = self._where()
@@ -259,11 +282,9 @@ class DataLayer(PrefetchingDataLayer):
                 self.transformer.transform(image, data[item], where)
             except ProtonetError as err:
                 raise err.with_context(file=self.source)
-            if self.cursor.next():
-                log.info(RESTART_MESSAGE)
-                self.index = 0
-            else:
-                self.index += 1
+            self._advance()
+        for _ in range(after):
+            self._advance()
         return data, labels
 
     def capture(self):
@@ -376,9 +397,20 @@ class ImageDataLayer(PrefetchingDataLayer):
         except ProtonetError as err:
             raise err.with_context(layer=self.name, layer_type=self.type)
 
+    def _advance(self):
+        self.line_id += 1
+        if self.line_id >= len(self.lines):
+            log.debug(RESTART_MESSAGE)
+            self.line_id = 0
+            if self.shuffle:
+                self._shuffle()
+
     def load_batch(self):
         data = None
         labels = np.zeros(self.batch_size, dtype=np.float32)
+        before, after = shard_skips(*self.shard, self.batch_size)
+        for _ in range(before):
+            self._advance()
         for item in range(self.batch_size):
             image = self._read(self.line_id)
             where = self._where(self.line_id)
@@ -387,12 +419,9 @@ class ImageDataLayer(PrefetchingDataLayer):
                 data = np.empty((self.batch_size,) + shape, dtype=np.float32)
             self.transformer.transform(image, data[item], where)
             labels[item] = self.lines[self.line_id][1]
-            self.line_id += 1
-            if self.line_id >= len(self.lines):
-                log.debug(RESTART_MESSAGE)
-                self.line_id = 0
-                if self.shuffle:
-                    self._shuffle()
+            self._advance()
+        for _ in range(after):
+            self._advance()
         return data, labels
 
 
@@ -549,28 +578,36 @@ class WindowDataLayer(PrefetchingDataLayer):
         crop = self.crop_size
         data = np.zeros((self.batch_size, self.channels, crop, crop), dtype=np.float32)
         labels = np.zeros(self.batch_size, dtype=np.float32)
+        rank, size = self.shard
+        draws = [self._draw_windows() for _ in range(size)][rank]
+        for item, (index, label, box, do_mirror) in enumerate(draws):
+            image = self._image(index)
+            rows, cols = image.shape[:2]
+            pad = (0, 0)
+            warp = (crop, crop)
+            if self.context_pad > 0 or self.square:
+                box, warp, pad = self._expand(box, do_mirror, rows, cols)
+            x1, y1, x2, y2 = box
+            window = resize_image(image[y1:y2 + 1, x1:x2 + 1], *warp)
+            if do_mirror:
+                window = window[:, ::-1]
+            self._write_window(window, pad, data[item])
+            labels[item] = label
+        return data, labels
+
+    def _draw_windows(self):
+        """One batch's (image index, label, box, mirror) draws: background first, then
+        foreground, as Caffe samples them. With a shard, every rank draws the batches of all
+        ranks from the same RNG and keeps its own: the ranks' windows are independent draws."""
         num_fg = int(np.float32(self.batch_size) * np.float32(self.fg_fraction))
-        item = 0
-        # Background windows first, then foreground, as Caffe samples them.
+        draws = []
         for windows, count in ((self.bg_windows, self.batch_size - num_fg),
                                (self.fg_windows, num_fg)):
             for _ in range(count):
                 index, label, box = windows[int(self.rng.integers(2**32)) % len(windows)]
                 do_mirror = self.mirror and bool(self.rng.integers(2**32) % 2)
-                image = self._image(index)
-                rows, cols = image.shape[:2]
-                pad = (0, 0)
-                warp = (crop, crop)
-                if self.context_pad > 0 or self.square:
-                    box, warp, pad = self._expand(box, do_mirror, rows, cols)
-                x1, y1, x2, y2 = box
-                window = resize_image(image[y1:y2 + 1, x1:x2 + 1], *warp)
-                if do_mirror:
-                    window = window[:, ::-1]
-                self._write_window(window, pad, data[item])
-                labels[item] = label
-                item += 1
-        return data, labels
+                draws.append((index, label, box, do_mirror))
+        return draws
 
     def _write_window(self, window, pad, out):
         """(pixel - mean) * scale into out (C, crop, crop) at offset ``pad``; mean at the same
@@ -597,6 +634,7 @@ class HDF5DataLayer(Layer):
     Tops: any number; top i has shape (batch_size,) + dataset.shape[1:]. No transform_param.
     """
 
+    shard = (0, 1)
     exact_bottoms = 0
     min_tops = 1
 
@@ -720,7 +758,16 @@ class HDF5DataLayer(Layer):
     def reshape(self, bottoms, tops):
         """Tops keep their setup shapes (Caffe's HDF5DataLayer::Reshape is empty)."""
 
+    def set_shard(self, rank, size):
+        """Read rank ``rank``'s 1/``size`` of the rows (distributed training): of every
+        size·batch_size consecutive rows, rows rank·batch_size … rank·batch_size + batch_size − 1
+        (protonet.distributed.shard_skips). Positions stay those of the whole stream."""
+        self.shard = (int(rank), int(size))
+
     def forward(self, bottoms, tops):
+        before, after = shard_skips(*self.shard, self.batch_size)
+        for _ in range(before):
+            self._next()
         for i in range(self.batch_size):
             row = self.rows[self.current_row]
             for top, array in zip(tops, self.arrays):
@@ -728,6 +775,8 @@ class HDF5DataLayer(Layer):
                     self.fail(f"an HDF5 file's rows have shape {array.shape[1:]}, but the "
                               f"first file's have {top.shape[1:]}; every file must match")
                 top.data[i] = array[row]
+            self._next()
+        for _ in range(after):
             self._next()
 
 
@@ -789,6 +838,7 @@ class MemoryDataLayer(Layer):
     (batch_size, 1, 1, 1) after a forward — Caffe quirk: memory_data_layer.cpp reshapes it so.
     """
 
+    shard = (0, 1)
     exact_bottoms = 0
     exact_tops = 2
 
@@ -865,12 +915,25 @@ class MemoryDataLayer(Layer):
     def forward(self, bottoms, tops):
         if self._data is None:
             self.fail("no input: call set_input_arrays(data, labels) before forward")
-        end = self.pos + self.batch_size
+        rank, size = self.shard
+        n = self._data.shape[0]
+        if n % (size * self.batch_size):
+            self.fail(f"with {size} ranks the number of items ({n}) must be a multiple of "
+                      f"{size} × batch_size ({self.batch_size})")
+        start = self.pos + rank * self.batch_size
+        end = start + self.batch_size
         tops[0].reshape((self.batch_size,) + self.item_shape)
-        tops[0].data[...] = self._data[self.pos:end]
+        tops[0].data[...] = self._data[start:end]
         tops[1].reshape(self.batch_size, 1, 1, 1)
-        tops[1].data[...] = self._labels[self.pos:end].reshape(-1, 1, 1, 1)
-        self.pos = end % self._data.shape[0]
+        tops[1].data[...] = self._labels[start:end].reshape(-1, 1, 1, 1)
+        self.pos = (self.pos + size * self.batch_size) % n
+
+    def set_shard(self, rank, size):
+        """Read rank ``rank``'s 1/``size`` of the arrays (distributed training): of every
+        size·batch_size consecutive items, items rank·batch_size … rank·batch_size + batch_size − 1;
+        the arrays must hold a multiple of size·batch_size items. ``pos`` stays the position
+        in the whole stream."""
+        self.shard = (int(rank), int(size))
 
 
 def _one_or_per_top(values, n_tops, what):
