@@ -28,6 +28,24 @@ def set_inputs(net, seed=0):
     net.blobs["label"].data[...] = gen.integers(0, 3, net.blobs["label"].shape)
 
 
+def check_param_gradient(net, blob, positions, step, name):
+    """Central differences of the net's loss against ``blob.diff`` at ``positions``; a count."""
+    analytic = blob.diff.copy().reshape(-1)
+    flat = blob.data.reshape(-1)
+    for i in positions:
+        original = flat[i]
+        flat[i] = original + step
+        plus = net.forward_from_to()
+        flat[i] = original - step
+        minus = net.forward_from_to()
+        flat[i] = original
+        numeric = (plus - minus) / (2 * step)
+        scale = max(abs(numeric), abs(analytic[i]), 1.0)
+        assert abs(numeric - analytic[i]) <= GRAD_THRESHOLD * scale, \
+            f"{name}[{i}]: analytic {analytic[i]} numeric {numeric}"
+    return len(positions)
+
+
 @pytest.fixture(autouse=True)
 def seeded():
     rng.set_random_seed(7)
@@ -68,18 +86,7 @@ def test_whole_net_gradient_matches_finite_differences():
     net.clear_param_diffs()
     net.backward()
     weights = net.params["ip"][0]
-    analytic = weights.diff.copy()
-    flat = weights.data.reshape(-1)
-    for i in range(flat.size):
-        original = flat[i]
-        flat[i] = original + GRAD_STEP
-        plus = net.forward_from_to()
-        flat[i] = original - GRAD_STEP
-        minus = net.forward_from_to()
-        flat[i] = original
-        numeric = (plus - minus) / (2 * GRAD_STEP)
-        scale = max(abs(numeric), abs(analytic.reshape(-1)[i]), 1.0)
-        assert abs(numeric - analytic.reshape(-1)[i]) <= GRAD_THRESHOLD * scale
+    check_param_gradient(net, weights, range(weights.count), GRAD_STEP, "ip")
 
 
 def test_split_layer_inserted_for_fan_out():
@@ -266,18 +273,6 @@ def test_lenet_forward_backward_passes_a_numerical_gradient_check():
     checked = 0
     for layer_name, blobs in net.params.items():
         for blob in blobs:
-            analytic = blob.diff.copy().reshape(-1)
-            flat = blob.data.reshape(-1)
-            for i in gen.choice(flat.size, min(6, flat.size), replace=False):
-                original = flat[i]
-                flat[i] = original + NET_GRAD_STEP
-                plus = net.forward_from_to()
-                flat[i] = original - NET_GRAD_STEP
-                minus = net.forward_from_to()
-                flat[i] = original
-                numeric = (plus - minus) / (2 * NET_GRAD_STEP)
-                scale = max(abs(numeric), abs(analytic[i]), 1.0)
-                assert abs(numeric - analytic[i]) <= GRAD_THRESHOLD * scale, \
-                    f"{layer_name}[{i}]: analytic {analytic[i]} numeric {numeric}"
-                checked += 1
+            positions = gen.choice(blob.count, min(6, blob.count), replace=False)
+            checked += check_param_gradient(net, blob, positions, NET_GRAD_STEP, layer_name)
     assert checked == sum(min(6, b.count) for blobs in net.params.values() for b in blobs)
