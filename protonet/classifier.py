@@ -8,7 +8,7 @@
 import numpy as np
 
 from . import pycaffe
-from .io.images import Transformer, oversample as ten_crops, resize_image
+from .io.images import input_transformer, oversample as ten_crops, resize_image
 from .net import TEST, Net
 
 
@@ -24,16 +24,7 @@ class Classifier(Net):
                  input_scale=None, raw_scale=None, channel_swap=None):
         super().__init__(model_file, TEST, weights=pretrained_file)
         in_ = self.inputs[0]
-        self.transformer = Transformer({in_: self.blobs[in_].data.shape})
-        self.transformer.set_transpose(in_, (2, 0, 1))
-        if mean is not None:
-            self.transformer.set_mean(in_, mean)
-        if input_scale is not None:
-            self.transformer.set_input_scale(in_, input_scale)
-        if raw_scale is not None:
-            self.transformer.set_raw_scale(in_, raw_scale)
-        if channel_swap is not None:
-            self.transformer.set_channel_swap(in_, channel_swap)
+        self.transformer = input_transformer(self, mean, input_scale, raw_scale, channel_swap)
         self.crop_dims = np.array(self.blobs[in_].data.shape[2:])
         self.image_dims = np.array(image_dims if image_dims is not None else self.crop_dims)
 

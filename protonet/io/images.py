@@ -349,3 +349,19 @@ def oversample(images, crop_dims):
         crops[ix:ix + 5] = crops[ix - 5:ix, :, ::-1, :]
         ix += 5
     return crops
+
+
+def input_transformer(net, mean=None, input_scale=None, raw_scale=None, channel_swap=None):
+    """A Transformer for ``net``'s first input, H×W×K images in, set as Classifier/Detector do."""
+    name = net.inputs[0]
+    transformer = Transformer({name: net.blobs[name].data.shape})
+    transformer.set_transpose(name, (2, 0, 1))
+    if mean is not None:
+        transformer.set_mean(name, mean)
+    if input_scale is not None:
+        transformer.set_input_scale(name, input_scale)
+    if raw_scale is not None:
+        transformer.set_raw_scale(name, raw_scale)
+    if channel_swap is not None:
+        transformer.set_channel_swap(name, channel_swap)
+    return transformer
