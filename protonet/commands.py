@@ -28,20 +28,9 @@ f32 = np.float32
 
 
 # ---- train ------------------------------------------------------------------------------------
-def train(solver_path, weights=None, snapshot=None, iterations=None, sigint_effect="stop",
-          sighup_effect="snapshot", level=0, stages=(), sigterm_effect="stop", check_nan=False,
-          progress="auto"):
-    """Train (or fine-tune, or resume) as ``caffe train``; returns the solver when done.
-
-    ``weights``: comma-separated .caffemodel files to start from (replaces the solver's own
-    ``weights``); ``snapshot``: a .solverstate(.h5) to resume (not with ``weights``);
-    ``iterations``: overrides max_iter; ``level``/``stages`` go into the solver's train_state.
-    ``check_nan``: check every layer's outputs and gradients for NaN/Inf (else only the loss).
-    ``progress``: "auto" (a progress line when stderr is a terminal), "on" or "off"; never
-    written when stderr is redirected.
-    """
+def read_train_solver(solver_path, weights, snapshot, iterations, level, stages):
+    """The SolverParameter ``caffe train`` runs: the file with the command line's overrides."""
     from .io.prototxt import read_solver
-    from .solvers import get_solver
 
     if snapshot and weights:
         raise ProtonetError("give a snapshot to resume training or weights to finetune, but not "
@@ -57,6 +46,24 @@ def train(solver_path, weights=None, snapshot=None, iterations=None, sigint_effe
         del param.weights[:]
     if weights:
         param.weights.append(weights)
+    return param
+
+
+def train(solver_path, weights=None, snapshot=None, iterations=None, sigint_effect="stop",
+          sighup_effect="snapshot", level=0, stages=(), sigterm_effect="stop", check_nan=False,
+          progress="auto"):
+    """Train (or fine-tune, or resume) as ``caffe train``; returns the solver when done.
+
+    ``weights``: comma-separated .caffemodel files to start from (replaces the solver's own
+    ``weights``); ``snapshot``: a .solverstate(.h5) to resume (not with ``weights``);
+    ``iterations``: overrides max_iter; ``level``/``stages`` go into the solver's train_state.
+    ``check_nan``: check every layer's outputs and gradients for NaN/Inf (else only the loss).
+    ``progress``: "auto" (a progress line when stderr is a terminal), "on" or "off"; never
+    written when stderr is redirected.
+    """
+    from .solvers import get_solver
+
+    param = read_train_solver(solver_path, weights, snapshot, iterations, level, stages)
     with SignalHandler(sigint_effect, sighup_effect, sigterm_effect) as signals, \
             progress_line(progress) as show:
         log.info("Use CPU.")

@@ -480,23 +480,11 @@ def train(solver_path, weights=None, snapshot=None, iterations=None, sigint_effe
 
 def _train(world, solver_path, weights, snapshot, iterations, effects, level, stages, check_nan,
            bucket_bytes, overlap):
-    from .io.prototxt import read_solver
+    from .commands import read_train_solver
     from .solvers.parallel import make_parallel_solver
     from .solvers.signals import SignalHandler
 
-    if snapshot and weights:
-        raise ProtonetError("give a snapshot to resume training or weights to finetune, but not "
-                            "both")
-    param = read_solver(solver_path)
-    # As commands.train: the tool always sets train_state.level (caffe.cpp train()).
-    param.train_state.level = level
-    param.train_state.stage.extend(stages)
-    if iterations is not None:
-        param.max_iter = iterations
-    if snapshot or weights:
-        del param.weights[:]
-    if weights:
-        param.weights.append(weights)
+    param = read_train_solver(solver_path, weights, snapshot, iterations, level, stages)
     with SignalHandler(*effects) as signals:
         log.info("Use CPU.")
         log.info("Data-parallel training on %d MPI ranks (MPI: %s)", world.size,
