@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: install data lenet test test-fast test-distributed proto bench lint clean
+.PHONY: install data lenet test test-fast test-distributed proto bench bench-nets lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ proto: $(PY)
 
 bench: install
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) bench/run.py
+
+bench-nets: install
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) bench/run.py --nets
 
 lint: $(PY)
 	$(PIP) install --quiet ruff

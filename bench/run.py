@@ -8,6 +8,10 @@ bench/layers.py: first call ("1st ms", includes Numba compile or cache load), th
 (or, with --stat min, the fastest) of repeated forward and backward calls. Prints one table and,
 with --json, writes the same numbers to a file. Targets are printed, never enforced: the exit
 status is 0 whenever the bench ran. See bench/README.md for what each column means.
+
+``--nets`` runs the net-level benchmark instead (bench/nets.py: whole training iterations and
+TEST forwards beside PyTorch); every other argument is passed on to it, e.g.
+``bench/run.py --nets --quick --json nets.json``.
 """
 
 import argparse
@@ -210,6 +214,12 @@ def result_row(case, timing, machine, stat):
 
 
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--nets" in argv:
+        import nets
+
+        argv.remove("--nets")
+        return nets.main(argv)
     args = parse_args(argv)
     if args.cold_cache:
         os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="protonet-bench-numba-")

@@ -178,6 +178,30 @@ def _parser_plot_log(p):
     p.add_argument("output")
 
 
+def cmd_bench(args):
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "run.py"
+    if not script.is_file():
+        raise ProtonetError("protonet bench runs from a source checkout (bench/run.py is not "
+                            "installed with the package); run `make bench` there")
+    saved = sys.argv
+    sys.argv = [str(script)] + list(args.bench_args)
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    finally:
+        sys.argv = saved
+    return 0
+
+
+def _parser_bench(p):
+    p.add_argument("bench_args", nargs=argparse.REMAINDER,
+                   help="arguments for bench/run.py (--quick, --nets, --json OUT, --filter ...)")
+
+
 # name → (help, argument builder, command)
 COMMANDS = {
     "train": ("train or fine-tune a model from a solver file", _parser_train, cmd_train),
@@ -189,6 +213,8 @@ COMMANDS = {
                     cmd_upgrade_net),
     "upgrade-solver": ("upgrade an old solver file", _parser_upgrade_solver,
                        cmd_upgrade_solver),
+    "bench": ("per-layer or whole-net benchmark (bench/run.py; see bench/README.md)",
+              _parser_bench, cmd_bench),
     "parse-log": ("training log → CSV of train and test rows", _parser_parse_log,
                   cmd_parse_log),
     "plot-log": ("training log → PNG of loss and accuracy curves", _parser_plot_log,

@@ -42,6 +42,71 @@ def _valid_range(k_offset, pad, stride, size, out_size):
 
 # ---- 2-D ------------------------------------------------------------------------------------
 
+@njit(inline="always")
+def _im2col_2d_plane(x, i, ch, ksize, pad, stride, dilation, col, r_mul, r_add):
+    """im2col of plane (i, ch) into col (rows, oh, ow); kernel row ``row`` goes to
+    ``col[row * r_mul + r_add]`` (image-major or rows-first layout, both C-contiguous)."""
+    h, w = x.shape[2], x.shape[3]
+    oh, ow = col.shape[1], col.shape[2]
+    kh, kw = ksize
+    ph, pw = pad
+    sh, sw = stride
+    dh, dw = dilation
+    # Flat indexing: no per-row array views, so the inner copies vectorise.
+    src = x.reshape(x.size)
+    dst = col.reshape(col.size)
+    plane_base = (i * x.shape[1] + ch) * h * w
+    for ki in range(kh):
+        y_lo, y_hi = _valid_range(ki * dh, ph, sh, h, oh)
+        for kj in range(kw):
+            x_lo, x_hi = _valid_range(kj * dw, pw, sw, w, ow)
+            row = ((ch * kh + ki) * kw + kj) * r_mul + r_add
+            offset = kj * dw - pw
+            for y in range(oh):
+                base = (row * oh + y) * ow
+                if y < y_lo or y >= y_hi:
+                    for xo in range(ow):
+                        dst[base + xo] = 0.0
+                    continue
+                src_base = plane_base + (y * sh - ph + ki * dh) * w + offset
+                for xo in range(x_lo):
+                    dst[base + xo] = 0.0
+                if sw == 1:
+                    for xo in range(x_lo, x_hi):
+                        dst[base + xo] = src[src_base + xo]
+                else:
+                    for xo in range(x_lo, x_hi):
+                        dst[base + xo] = src[src_base + xo * sw]
+                for xo in range(x_hi, ow):
+                    dst[base + xo] = 0.0
+
+
+@njit(inline="always")
+def _col2im_2d_plane(col, r_mul, r_add, i, ch, ksize, pad, stride, dilation, x):
+    """col2im of plane (i, ch) from col (rows, oh, ow), rows addressed as in _im2col_2d_plane."""
+    h, w = x.shape[2], x.shape[3]
+    oh, ow = col.shape[1], col.shape[2]
+    kh, kw = ksize
+    ph, pw = pad
+    sh, sw = stride
+    dh, dw = dilation
+    img = x[i, ch]
+    for yy in range(h):
+        for xx in range(w):
+            img[yy, xx] = 0.0
+    for ki in range(kh):
+        y_lo, y_hi = _valid_range(ki * dh, ph, sh, h, oh)
+        for kj in range(kw):
+            x_lo, x_hi = _valid_range(kj * dw, pw, sw, w, ow)
+            row = ((ch * kh + ki) * kw + kj) * r_mul + r_add
+            offset = kj * dw - pw
+            for y in range(y_lo, y_hi):
+                src = col[row, y]
+                dst = img[y * sh - ph + ki * dh]
+                for xo in range(x_lo, x_hi):
+                    dst[xo * sw + offset] += src[xo]
+
+
 @njit(cache=True, parallel=True)
 def im2col_2d(x, ksize, pad, stride, dilation, col):
     """Lower images to columns.
@@ -49,34 +114,25 @@ def im2col_2d(x, ksize, pad, stride, dilation, col):
     x (n, c, h, w) → col (n, c * kh * kw, oh, ow), every element written (padding as 0).
     ``ksize``, ``pad``, ``stride``, ``dilation`` are (h, w) int tuples. ``col`` must not alias x.
     """
-    n, c, h, w = x.shape
-    oh, ow = col.shape[2], col.shape[3]
-    kh, kw = ksize
-    ph, pw = pad
-    sh, sw = stride
-    dh, dw = dilation
+    n, c = x.shape[0], x.shape[1]
+    rows = col.shape[1]
+    flat = col.reshape(n * rows, col.shape[2], col.shape[3])
     for plane in prange(n * c):
         i = plane // c
-        ch = plane % c
-        for ki in range(kh):
-            y_lo, y_hi = _valid_range(ki * dh, ph, sh, h, oh)
-            for kj in range(kw):
-                x_lo, x_hi = _valid_range(kj * dw, pw, sw, w, ow)
-                row = (ch * kh + ki) * kw + kj
-                for y in range(oh):
-                    out = col[i, row, y]
-                    if y < y_lo or y >= y_hi:
-                        for xo in range(ow):
-                            out[xo] = 0.0
-                        continue
-                    src = x[i, ch, y * sh - ph + ki * dh]
-                    for xo in range(x_lo):
-                        out[xo] = 0.0
-                    offset = kj * dw - pw
-                    for xo in range(x_lo, x_hi):
-                        out[xo] = src[xo * sw + offset]
-                    for xo in range(x_hi, ow):
-                        out[xo] = 0.0
+        _im2col_2d_plane(x, i, plane % c, ksize, pad, stride, dilation, flat, 1, i * rows)
+
+
+@njit(cache=True, parallel=True)
+def im2col_2d_rows_first(x, ksize, pad, stride, dilation, col):
+    """im2col_2d into the batched layout: col (c * kh * kw, n, oh, ow), row-major over rows.
+
+    The columns of all n images sit side by side in each row, so one GEMM covers the batch.
+    """
+    n, c = x.shape[0], x.shape[1]
+    flat = col.reshape(col.shape[0] * n, col.shape[2], col.shape[3])
+    for plane in prange(n * c):
+        _im2col_2d_plane(x, plane // c, plane % c, ksize, pad, stride, dilation, flat, n,
+                         plane // c)
 
 
 @njit(cache=True, parallel=True)
@@ -87,30 +143,22 @@ def col2im_2d(col, ksize, pad, stride, dilation, x):
     Caffe's order: kernel row, kernel column, output row, output column). ``x`` must not alias
     ``col``.
     """
-    n, c, h, w = x.shape
-    oh, ow = col.shape[2], col.shape[3]
-    kh, kw = ksize
-    ph, pw = pad
-    sh, sw = stride
-    dh, dw = dilation
+    n, c = x.shape[0], x.shape[1]
+    rows = col.shape[1]
+    flat = col.reshape(n * rows, col.shape[2], col.shape[3])
     for plane in prange(n * c):
         i = plane // c
-        ch = plane % c
-        img = x[i, ch]
-        for yy in range(h):
-            for xx in range(w):
-                img[yy, xx] = 0.0
-        for ki in range(kh):
-            y_lo, y_hi = _valid_range(ki * dh, ph, sh, h, oh)
-            for kj in range(kw):
-                x_lo, x_hi = _valid_range(kj * dw, pw, sw, w, ow)
-                row = (ch * kh + ki) * kw + kj
-                offset = kj * dw - pw
-                for y in range(y_lo, y_hi):
-                    src = col[i, row, y]
-                    dst = img[y * sh - ph + ki * dh]
-                    for xo in range(x_lo, x_hi):
-                        dst[xo * sw + offset] += src[xo]
+        _col2im_2d_plane(flat, 1, i * rows, i, plane % c, ksize, pad, stride, dilation, x)
+
+
+@njit(cache=True, parallel=True)
+def col2im_2d_rows_first(col, ksize, pad, stride, dilation, x):
+    """col2im_2d from the batched layout col (c * kh * kw, n, oh, ow); same order and result."""
+    n, c = x.shape[0], x.shape[1]
+    flat = col.reshape(col.shape[0] * n, col.shape[2], col.shape[3])
+    for plane in prange(n * c):
+        i = plane // c
+        _col2im_2d_plane(flat, n, i, i, plane % c, ksize, pad, stride, dilation, x)
 
 
 # ---- N-D ------------------------------------------------------------------------------------

@@ -2,7 +2,11 @@
 
 Convolution is im2col + one BLAS GEMM per image and group (numpy ``matmul`` over a chunk of the
 batch in one call); 1x1 convolutions with stride 1 and no padding skip im2col and multiply the
-image directly. Deconvolution is the same machinery run backwards (Caffe's
+image directly. When the output plane is small (``col_dim`` ≤ ``BATCHED_MAX_COL_DIM``), a
+per-image GEMM is too small for BLAS (N = OH·OW, 49–256), so the *batched* path lowers a chunk
+of images into one ``(rows, images · col_dim)`` matrix instead and issues one GEMM per group
+for the whole chunk (N = images · OH·OW); the output and the top diff are transposed between
+``(images, channels, col_dim)`` and ``(channels, images · col_dim)`` on the way. Deconvolution is the same machinery run backwards (Caffe's
 ``BaseConvolutionLayer`` with ``reverse_dimensions``): its forward is convolution's data
 gradient and its data gradient is convolution's forward.
 
@@ -23,6 +27,8 @@ from ..registry import register
 # The col buffer holds a chunk of the batch; this bounds its size (elements). One chunk lowers
 # its images in one parallel im2col call and multiplies them in one matmul call.
 COL_BUFFER_MAX_ELEMENTS = 1 << 22
+# Output planes up to this many elements use one GEMM over a chunk of images (see above).
+BATCHED_MAX_COL_DIM = 256
 
 # (repeated field, prefix of its 2-D _h/_w form or None, default or None when required)
 _SPATIAL_FIELDS = {
@@ -119,29 +125,42 @@ class ConvGeometry:
     def _use_2d(self, num_spatial_axes):
         return num_spatial_axes == 2 and not self.force_nd
 
-    def im2col(self, im, col_shape, col):
-        """im (n, c, *im_spatial) → col (n · c · kernel_count · prod(col_shape) elements)."""
+    def im2col(self, im, col_shape, col, rows_first=False):
+        """im (n, c, *im_spatial) → col (n · c · kernel_count · prod(col_shape) elements).
+
+        ``rows_first``: col is laid out (c · kernel_count, n, *col_shape), the batched layout.
+        """
         n, c = im.shape[:2]
         rows = c * self.kernel_count
         if self._use_2d(len(col_shape)):
-            kernels.im2col_2d(im, self.ksize, self.pad, self.stride, self.dilation,
-                              col.reshape((n, rows) + tuple(col_shape)))
-        else:
-            kernels.im2col_nd(im.reshape(n, c, -1), tuple(im.shape[2:]), tuple(col_shape),
-                              self.ksize, self.pad, self.stride, self.dilation,
-                              col.reshape(n, rows, -1))
+            if rows_first:
+                kernels.im2col_2d_rows_first(im, self.ksize, self.pad, self.stride,
+                                             self.dilation, col.reshape((rows, n) + tuple(col_shape)))
+            else:
+                kernels.im2col_2d(im, self.ksize, self.pad, self.stride, self.dilation,
+                                  col.reshape((n, rows) + tuple(col_shape)))
+            return
+        view = (col.reshape(rows, n, -1).swapaxes(0, 1) if rows_first
+                else col.reshape(n, rows, -1))
+        kernels.im2col_nd(im.reshape(n, c, -1), tuple(im.shape[2:]), tuple(col_shape),
+                          self.ksize, self.pad, self.stride, self.dilation, view)
 
-    def col2im(self, col, col_shape, im):
+    def col2im(self, col, col_shape, im, rows_first=False):
         """Adjoint of :meth:`im2col`; overwrites im (n, c, *im_spatial)."""
         n, c = im.shape[:2]
         rows = c * self.kernel_count
         if self._use_2d(len(col_shape)):
-            kernels.col2im_2d(col.reshape((n, rows) + tuple(col_shape)), self.ksize, self.pad,
-                              self.stride, self.dilation, im)
-        else:
-            kernels.col2im_nd(col.reshape(n, rows, -1), tuple(im.shape[2:]), tuple(col_shape),
-                              self.ksize, self.pad, self.stride, self.dilation,
-                              im.reshape(n, c, -1))
+            if rows_first:
+                kernels.col2im_2d_rows_first(col.reshape((rows, n) + tuple(col_shape)), self.ksize,
+                                             self.pad, self.stride, self.dilation, im)
+            else:
+                kernels.col2im_2d(col.reshape((n, rows) + tuple(col_shape)), self.ksize,
+                                  self.pad, self.stride, self.dilation, im)
+            return
+        view = (col.reshape(rows, n, -1).swapaxes(0, 1) if rows_first
+                else col.reshape(n, rows, -1))
+        kernels.col2im_nd(view, tuple(im.shape[2:]), tuple(col_shape), self.ksize, self.pad,
+                          self.stride, self.dilation, im.reshape(n, c, -1))
 
 
 class BaseConvolutionLayer(Layer):
@@ -185,6 +204,7 @@ class BaseConvolutionLayer(Layer):
                 fill(self.add_param_blob((self.num_output,)).data, conv_param.bias_filler)
         self.kernel_dim = self.conv_in_channels // self.group * self.geometry.kernel_count
         self._col_storage = np.zeros(0, dtype=np.float32)
+        self._out_storage = np.zeros(0, dtype=np.float32)
         self._weight_buffer = np.zeros((self.group, self.conv_out_channels // self.group,
                                         self.kernel_dim), dtype=np.float32)
         self._bias_buffer = np.zeros(self.num_output, dtype=np.float32)
@@ -229,8 +249,12 @@ class BaseConvolutionLayer(Layer):
         self.top_shape3 = (self.num, self.num_output, int(np.prod(out_spatial, dtype=np.int64)))
         image_col = self.kernel_dim * self.group * self.col_dim
         self.chunk = max(1, min(self.num, COL_BUFFER_MAX_ELEMENTS // max(image_col, 1)))
-        if not self.is_1x1 and self._col_storage.size < self.chunk * image_col:
+        self.batched = self.num > 1 and self.chunk > 1 and self.col_dim <= BATCHED_MAX_COL_DIM
+        if (self.batched or not self.is_1x1) and self._col_storage.size < self.chunk * image_col:
             self._col_storage = np.zeros(self.chunk * image_col, dtype=np.float32)
+        out_chunk = self.chunk * self.conv_out_channels * self.col_dim
+        if self.batched and self._out_storage.size < out_chunk:
+            self._out_storage = np.zeros(out_chunk, dtype=np.float32)
 
     # ---- the GEMM passes over (image, output) role arrays ----------------------------------
     def _groups(self, array, start, stop, rows):
@@ -252,8 +276,61 @@ class BaseConvolutionLayer(Layer):
     def _weight_groups(self):
         return self.blobs[0].data.reshape(self.group, -1, self.kernel_dim)
 
+    # ---- the batched layout: (rows, images · col_dim) ----------------------------------------
+    def _batched_columns(self, im, start, stop):
+        """im2col of images start..stop into (group, kernel_dim, images · col_dim)."""
+        m = stop - start
+        rows = self.group * self.kernel_dim
+        col = self._col_storage[:rows * m * self.col_dim]
+        self.geometry.im2col(im[start:stop], self.col_spatial, col, rows_first=True)
+        return col.reshape(self.group, self.kernel_dim, m * self.col_dim)
+
+    def _batched_out(self, m):
+        """Scratch for the output role in the batched layout, (channels, images, col_dim)."""
+        count = self.conv_out_channels * m * self.col_dim
+        return self._out_storage[:count].reshape(self.conv_out_channels, m, self.col_dim)
+
+    def _transposed_out(self, out, start, stop):
+        """out[start:stop] (images, channels, col_dim) copied to (group, mg, images · col_dim)."""
+        m = stop - start
+        buffer = self._batched_out(m)
+        np.copyto(buffer, out[start:stop].reshape(m, self.conv_out_channels,
+                                                  self.col_dim).swapaxes(0, 1))
+        return buffer.reshape(self.group, -1, m * self.col_dim)
+
+    def _im_to_out_batched(self, im, out):
+        weights = self._weight_groups()
+        for start, stop in self._chunks():
+            m = stop - start
+            buffer = self._batched_out(m)
+            np.matmul(weights, self._batched_columns(im, start, stop),
+                      out=buffer.reshape(self.group, -1, m * self.col_dim))
+            np.copyto(out[start:stop].reshape(m, self.conv_out_channels, self.col_dim),
+                      buffer.swapaxes(0, 1))
+
+    def _out_to_im_batched(self, out, im):
+        weights_t = self._weight_groups().transpose(0, 2, 1)
+        for start, stop in self._chunks():
+            m = stop - start
+            out_t = self._transposed_out(out, start, stop)
+            rows = self.group * self.kernel_dim
+            col = self._col_storage[:rows * m * self.col_dim]
+            np.matmul(weights_t, out_t, out=col.reshape(self.group, self.kernel_dim, -1))
+            self.geometry.col2im(col, self.col_spatial, im[start:stop], rows_first=True)
+
+    def _weight_gradient_batched(self, im, out, weight_diff):
+        for start, stop in self._chunks():
+            columns = self._batched_columns(im, start, stop)
+            out_t = self._transposed_out(out, start, stop)
+            np.matmul(out_t, columns.transpose(0, 2, 1), out=self._weight_buffer)
+            weight_diff += self._weight_buffer
+
+    # ---- the three GEMM passes ---------------------------------------------------------------
     def _im_to_out(self, im, out):
         """out = W ⊛ im: Caffe's forward_cpu_gemm. im/out are role-shaped arrays."""
+        if self.batched:
+            self._im_to_out_batched(im, out)
+            return
         weights = self._weight_groups()
         mg = self.conv_out_channels // self.group
         for start, stop in self._chunks():
@@ -262,6 +339,9 @@ class BaseConvolutionLayer(Layer):
 
     def _out_to_im(self, out, im):
         """im = Wᵀ ⊛ out, folded back by col2im: Caffe's backward_cpu_gemm (overwrites im)."""
+        if self.batched:
+            self._out_to_im_batched(out, im)
+            return
         weights_t = self._weight_groups().transpose(0, 2, 1)
         mg = self.conv_out_channels // self.group
         for start, stop in self._chunks():
@@ -280,6 +360,9 @@ class BaseConvolutionLayer(Layer):
         # Caffe quirk: the weight gradient is added to the diff, never assigned, so successive
         # backwards and several bottoms accumulate (base_conv_layer.cpp, GEMM with beta 1).
         weight_diff = self.blobs[0].diff.reshape(self.group, -1, self.kernel_dim)
+        if self.batched:
+            self._weight_gradient_batched(im, out, weight_diff)
+            return
         mg = self.conv_out_channels // self.group
         for start, stop in self._chunks():
             columns = self._columns(im, start, stop)
