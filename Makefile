@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: install data lenet test test-fast test-distributed proto bench bench-nets lint clean
+.PHONY: install data lenet test test-fast test-distributed proto bench bench-nets lint clean fuzz
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test-distributed: install
 
 proto: $(PY)
 	PYTHON=$(PY) bash tools/gen_proto.sh
+
+fuzz: data
+	$(PY) tools/fuzz.py --cases 10000
+	PROTONET_KILLS=100 $(PY) -m pytest -q -s tests/hardening/test_killed_runs.py
 
 bench: install
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) bench/run.py

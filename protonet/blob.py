@@ -6,12 +6,70 @@ forth does not reallocate. ``diff`` is allocated on first use: a net that never 
 (deploy, TEST) never pays for gradients.
 """
 
+import gc
+import os
+import weakref
+
 import numpy as np
 
 from .errors import ProtonetError
 
 # A blob larger than this many elements is almost certainly a forged or mistyped shape.
 MAX_BLOB_COUNT = 2**34
+
+# Bytes held by live blob buffers (data and diff) in this process; see _allocate.
+_LIVE = {"bytes": 0}
+
+
+def _memory_limit():
+    """This machine's (or container's) memory in bytes; None if unknown."""
+    limits = []
+    try:
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            text = f.read().strip()
+        if text.isdigit():
+            limits.append(int(text))
+    except OSError:
+        pass
+    return min(limits) if limits else None
+
+
+_MEMORY_LIMIT = _memory_limit()
+
+
+def _release(nbytes):
+    _LIVE["bytes"] -= nbytes
+
+
+def _allocate(count, shape):
+    """A zeroed float32 buffer of ``count`` elements, or a ProtonetError instead of an OOM kill.
+
+    All blobs of the process together may not exceed the machine's memory: a forged or mistyped
+    shape (a weights file, a prototxt) fails here, before anything is allocated, instead of
+    being lazily mapped by np.zeros and killing the process when a filler or forward touches it.
+    """
+    nbytes = 4 * count
+    if _MEMORY_LIMIT is not None and _LIVE["bytes"] + nbytes > _MEMORY_LIMIT:
+        gc.collect()   # blobs of nets that are gone but not yet collected
+        if _LIVE["bytes"] + nbytes > _MEMORY_LIMIT:
+            raise ProtonetError(
+                f"blob shape {shape} needs {nbytes / 2**30:.3g} GB; with the "
+                f"{_LIVE['bytes'] / 2**30:.3g} GB of blobs already allocated that is more than "
+                f"this machine's {_MEMORY_LIMIT / 2**30:.3g} GB of memory; check the shapes "
+                f"(batch size, num_output, input dimensions)")
+    try:
+        buf = np.zeros(count, dtype=np.float32)
+    except MemoryError:
+        raise ProtonetError(f"out of memory allocating a blob of shape {shape} "
+                            f"({nbytes / 2**30:.3g} GB); check the shapes (batch size, "
+                            f"num_output, input dimensions)") from None
+    _LIVE["bytes"] += nbytes
+    weakref.finalize(buf, _release, nbytes)
+    return buf
 
 
 def _as_shape(dims):
@@ -21,7 +79,9 @@ def _as_shape(dims):
     for d in shape:
         if d < 0:
             raise ProtonetError(f"blob shape {shape} has a negative dimension")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = 1
+    for d in shape:   # Python ints: np.prod would wrap around for a forged shape
+        count *= d
     if count > MAX_BLOB_COUNT:
         raise ProtonetError(f"blob shape {shape} has {count} elements, more than the limit "
                             f"of {MAX_BLOB_COUNT}")
@@ -52,7 +112,7 @@ class Blob:
         if shape == self._shape and self._data is not None:
             return
         if count > self._data_buf.size:
-            self._data_buf = np.zeros(count, dtype=np.float32)
+            self._data_buf = _allocate(count, shape)
             self._diff_buf = None
         self._shape, self._count = shape, count
         self._data = self._data_buf[:count].reshape(shape)
@@ -109,7 +169,7 @@ class Blob:
     def diff(self):
         if self._diff is None:
             if self._diff_buf is None or self._diff_buf.size < self._count:
-                self._diff_buf = np.zeros(max(self._count, self._data_buf.size), dtype=np.float32)
+                self._diff_buf = _allocate(max(self._count, self._data_buf.size), self._shape)
             self._diff = self._diff_buf[:self._count].reshape(self._shape)
         return self._diff
 

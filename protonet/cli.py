@@ -32,6 +32,18 @@ def _check_nan_flag(parser):
                "layer that produces one (default: check only the loss)")
 
 
+def _no_python_layers_flag(parser):
+    _flag(parser, "no-python-layers", dest="python_layers", action="store_false",
+          help='refuse nets with type: "Python" layers (they import and run the module they '
+               "name, as in Caffe); weights files never run code")
+
+
+def _python_layer_policy(args):
+    from .layers.python import allow_python_layers
+
+    allow_python_layers(getattr(args, "python_layers", True))
+
+
 def _stages(text):
     return tuple(s for s in text.split(",") if s)
 
@@ -41,6 +53,7 @@ def cmd_info(args):
     from .info import format_summary
     from .net import Net
 
+    _python_layer_policy(args)
     net = Net(args.model, phase=args.phase, level=args.level, stages=_stages(args.stage),
               lenient=args.lenient)
     print(f"net '{net.name}' ({args.phase})")
@@ -72,7 +85,9 @@ def cmd_upgrade_solver(args):
 def cmd_train(args):
     from . import commands, distributed
 
-    train, extra = commands.train, {"progress": args.progress}
+    _python_layer_policy(args)
+    train, extra = commands.train, {"progress": args.progress,
+                                    "snapshot_failure": args.snapshot_failure}
     if args.distributed or distributed.launched_size() > 1:
         train, extra = distributed.train, {"timeout": args.mpi_timeout}
     train(args.solver, weights=args.weights, snapshot=args.snapshot,
@@ -85,6 +100,7 @@ def cmd_train(args):
 def cmd_test(args):
     from . import commands
 
+    _python_layer_policy(args)
     commands.test_model(args.model, args.weights, iterations=args.iterations, phase=args.phase,
                         level=args.level, stages=_stages(args.stage), check_nan=args.check_nan)
     return 0
@@ -93,6 +109,7 @@ def cmd_test(args):
 def cmd_time(args):
     from . import commands
 
+    _python_layer_policy(args)
     commands.time_model(args.model, iterations=args.iterations, phase=args.phase,
                         level=args.level, stages=_stages(args.stage), check_nan=args.check_nan)
     return 0
@@ -115,6 +132,7 @@ def cmd_plot_log(args):
 def _parser_info(p):
     p.add_argument("model")
     _net_args(p)
+    _no_python_layers_flag(p)
 
 
 def _parser_upgrade_net(p):
@@ -141,6 +159,10 @@ def _parser_train(p):
     _flag(p, "level", type=int, default=0)
     _flag(p, "stage", default="")
     _check_nan_flag(p)
+    _no_python_layers_flag(p)
+    _flag(p, "snapshot_failure", default="stop", choices=["stop", "keep"],
+          help="when a snapshot cannot be written (full disk, read-only directory): stop with "
+               "an error (default; the previous snapshot is intact) or log it and keep training")
     _flag(p, "progress", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
           help="a progress line (iteration, iter/s, ETA) on a terminal; auto (default): only "
                "when stderr is a terminal; never when stderr is redirected")
@@ -159,6 +181,7 @@ def _parser_test(p):
     _flag(p, "iterations", type=int, default=50)
     _net_args(p)
     _check_nan_flag(p)
+    _no_python_layers_flag(p)
 
 
 def _parser_time(p):
@@ -166,6 +189,7 @@ def _parser_time(p):
     _flag(p, "iterations", type=int, default=50)
     _net_args(p, phase_default="TRAIN")
     _check_nan_flag(p)
+    _no_python_layers_flag(p)
 
 
 def _parser_parse_log(p):
@@ -290,4 +314,10 @@ def main(argv=None):
         return COMMANDS[args.command][2](args) or 0
     except ProtonetError as err:
         print(f"protonet: error: {err}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        # Blob shapes are checked against the machine's memory before allocating; this is
+        # what is left (a layer's scratch buffer, a ulimit): still one line, not a traceback.
+        print("protonet: error: out of memory; lower batch_size or the input size, or check "
+              "the net's shapes (protonet info MODEL)", file=sys.stderr)
         return 1

@@ -51,7 +51,7 @@ def read_train_solver(solver_path, weights, snapshot, iterations, level, stages)
 
 def train(solver_path, weights=None, snapshot=None, iterations=None, sigint_effect="stop",
           sighup_effect="snapshot", level=0, stages=(), sigterm_effect="stop", check_nan=False,
-          progress="auto"):
+          progress="auto", snapshot_failure="stop"):
     """Train (or fine-tune, or resume) as ``caffe train``; returns the solver when done.
 
     ``weights``: comma-separated .caffemodel files to start from (replaces the solver's own
@@ -60,6 +60,8 @@ def train(solver_path, weights=None, snapshot=None, iterations=None, sigint_effe
     ``check_nan``: check every layer's outputs and gradients for NaN/Inf (else only the loss).
     ``progress``: "auto" (a progress line when stderr is a terminal), "on" or "off"; never
     written when stderr is redirected.
+    ``snapshot_failure``: "stop" (default) or "keep" training when a snapshot cannot be written
+    (a full disk, a read-only directory); the previous snapshot is intact either way.
     """
     from .solvers import get_solver
 
@@ -70,6 +72,7 @@ def train(solver_path, weights=None, snapshot=None, iterations=None, sigint_effe
         solver = get_solver(param, source=solver_path)
         solver.set_action_function(signals.check)
         solver.set_check_nan(check_nan)
+        solver.snapshot_failure = snapshot_failure
         show.attach(solver)
         if snapshot:
             log.info("Resuming from %s", snapshot)

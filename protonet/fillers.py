@@ -89,5 +89,16 @@ def fill(array, filler_param):
         raise ProtonetError(f"unknown filler type {kind!r}; known: {', '.join(sorted(FILLERS))}")
     if filler_param.sparse >= 0 and kind != "gaussian":
         raise ProtonetError(f"filler {kind!r} does not support sparse (only gaussian does)")
-    FILLERS[kind](array, filler_param)
+    if kind == "gaussian" and not filler_param.std >= 0:
+        raise ProtonetError(f"gaussian filler std must be >= 0 (got {filler_param.std:g})")
+    if kind == "uniform" and not filler_param.min <= filler_param.max:
+        raise ProtonetError(f"uniform filler needs min <= max (got min {filler_param.min:g}, "
+                            f"max {filler_param.max:g})")
+    if array.size == 0:
+        return array
+    try:
+        FILLERS[kind](array, filler_param)
+    except MemoryError:   # numpy's random draws are float64 temporaries: twice the blob
+        raise ProtonetError(f"out of memory filling a blob of shape {array.shape} "
+                            f"({array.nbytes / 2**30:.3g} GB); check the shapes") from None
     return array

@@ -23,13 +23,45 @@ def blobproto_shape(proto):
     return (count,) if count else (0,)
 
 
+def check_utf8(message, filename=None):
+    """Raise ProtonetError if a string field of a binary-parsed ``message`` is not UTF-8.
+
+    proto2 parsing does not check strings: the Python runtime hands such a field back as
+    ``bytes``, which fails far from the corrupt file (a path join, an assignment).
+    """
+    bad = _bad_string_field(message)
+    if bad is not None:
+        raise ProtonetError(f"the file is corrupt: field '{bad}' holds bytes that are not "
+                            f"UTF-8 text", file=filename)
+
+
+def _bad_string_field(message):
+    """The name of the first string field (depth-first) whose value is not valid UTF-8."""
+    for field, value in message.ListFields():
+        values = value if field.is_repeated else (value,)
+        if field.type == field.TYPE_MESSAGE:
+            for item in values:
+                bad = _bad_string_field(item)
+                if bad is not None:
+                    return f"{field.name}.{bad}"
+        elif field.type == field.TYPE_STRING and any(isinstance(v, bytes) for v in values):
+            return field.name
+    return None
+
+
 def blobproto_to_array(proto, return_diff=False, where="blob"):
     """The data (or diff) of a BlobProto as a float32 array of its shape."""
     shape = blobproto_shape(proto)
+    if any(d < 0 for d in shape):
+        raise ProtonetError(f"{where}: shape {shape} has a negative dimension; the file is "
+                            f"corrupt")
     values = (proto.diff or proto.double_diff) if return_diff else (proto.data or proto.double_data)
-    expected = int(np.prod(shape, dtype=np.int64))
+    expected = 1
+    for d in shape:   # Python ints: a forged shape cannot overflow into a plausible count
+        expected *= d
     if len(values) != expected:
-        if return_diff and len(values) == 0:
+        if return_diff and len(values) == 0 and \
+                len(proto.data or proto.double_data) == expected:
             return np.zeros(shape, dtype=np.float32)
         raise ProtonetError(f"{where}: shape {shape} needs {expected} values but the file holds "
                             f"{len(values)}")

@@ -60,9 +60,18 @@ def atomic_writer(path, write):
             os.fsync(f.fileno())
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(err, OSError):   # a full disk, a read-only file system (h5py's too)
+            raise ProtonetError(f"cannot write: {_reason(err)}", file=path) from None
         raise
+
+
+def _reason(err):
+    """One line saying why a write failed (h5py's OSErrors carry a multi-line dump)."""
+    if err.errno:
+        return os.strerror(err.errno)
+    return (err.strerror or str(err)).strip().splitlines()[0]

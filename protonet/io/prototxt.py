@@ -30,6 +30,7 @@ from google.protobuf.message import DecodeError
 from ..errors import ProtonetError
 from ..log import get_logger
 from ..proto import caffe_pb2
+from .blobproto import check_utf8
 from .files import atomic_write_bytes
 from .upgrade import (net_needs_upgrade, run_net_upgrades, solver_needs_upgrade,
                       upgrade_snapshot_prefix, upgrade_solver)
@@ -371,6 +372,7 @@ def _load(path, message_type, *, lenient):
     if text is None or os.path.splitext(filename)[1].lower() in BINARY_EXTENSIONS:
         try:
             message.ParseFromString(data)
+            check_utf8(message, filename)
             return message, None
         except DecodeError as err:
             if text is None:

@@ -11,11 +11,12 @@ import mmap
 import os
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from ..errors import ProtonetError
 from ..log import get_logger
 from ..proto import caffe_pb2
-from .files import atomic_write_bytes, atomic_writer
+from .files import atomic_writer
 
 log = get_logger(__name__)
 
@@ -88,7 +89,10 @@ def _scan_blob(buf, start, end):
             legacy[number] = a
         elif number == BLOB_SHAPE and wire == 2:
             msg = caffe_pb2.BlobShape()
-            msg.ParseFromString(bytes(buf[a:b]))
+            try:
+                msg.ParseFromString(bytes(buf[a:b]))
+            except DecodeError:
+                raise _WireError("a corrupt BlobShape") from None
             shape = tuple(int(d) for d in msg.dim)
         elif number == BLOB_DATA and wire == 2:
             values = np.frombuffer(buf, dtype="<f4", count=(b - a) // 4, offset=a)
@@ -126,7 +130,7 @@ def _scan_layers(buf):
 
 def _layers_via_protobuf(data, path):
     """Slow path for old formats (V0 layers, unpacked data): full parse and upgrade."""
-    from .blobproto import blobproto_shape, blobproto_to_array
+    from .blobproto import blobproto_shape, blobproto_to_array, check_utf8
 
     net = caffe_pb2.NetParameter()
     try:
@@ -134,6 +138,7 @@ def _layers_via_protobuf(data, path):
     except Exception as err:
         raise ProtonetError(f"not a valid .caffemodel (NetParameter) file: {err}",
                             file=path) from None
+    check_utf8(net, path)
     try:
         from .upgrade import upgrade_net
     except ImportError:  # the upgrade module is optional for current-format files
@@ -262,13 +267,28 @@ def save_weights(net, path, write_diff=False):
     """Write ``net``'s weights: HDF5 if ``path`` ends in .h5, else a binary .caffemodel."""
     if os.fspath(path).endswith(".h5"):
         save_weights_hdf5(net, path, write_diff=write_diff)
-    else:
-        atomic_write_bytes(path, net.to_proto(write_diff=write_diff).SerializeToString())
+        return
+    from .wire import write_net_weights
+
+    def write(tmp):
+        with open(tmp, "wb") as handle:
+            write_net_weights([(r.param, r.layer.blobs) for r in net.records], net.name, handle,
+                              write_diff=write_diff)
+
+    atomic_writer(path, write)
 
 
 def save_weights_hdf5(net, path, write_diff=False):
     """Caffe's HDF5 layout: /data/<layer>/<i> (and /diff/...), shared params saved once."""
     import h5py
+
+    names = [record.param.name for record in net.records]
+    for name in names:
+        if names.count(name) > 1:
+            raise ProtonetError(f"two layers are named '{name}'; Caffe's HDF5 weights layout "
+                                f"(/data/<layer name>) needs unique layer names: rename one, "
+                                f"or save as a binary .caffemodel (snapshot_format: "
+                                f"BINARYPROTO)", file=os.fspath(path))
 
     def write(tmp):
         with h5py.File(tmp, "w") as h5:

@@ -42,7 +42,7 @@ def _load_class(param):
                             f"folder on PYTHONPATH?)", layer=param.name,
                             layer_type="Python") from None
     cls = getattr(module, spec.layer, None)
-    if cls is None:
+    if not isinstance(cls, type):
         raise ProtonetError(f"module '{spec.module}' has no class '{spec.layer}'",
                             layer=param.name, layer_type="Python")
     if not issubclass(cls, Layer):

@@ -36,7 +36,7 @@ from google.protobuf.message import DecodeError
 
 from .. import rng
 from ..errors import ProtonetError
-from ..io.blobproto import blobproto_to_array, fill_blobproto
+from ..io.blobproto import blobproto_to_array, check_utf8, fill_blobproto
 from ..io.files import atomic_write_bytes, atomic_writer
 from ..io.weights import save_weights, save_weights_hdf5
 from ..log import get_logger
@@ -83,6 +83,7 @@ def _read_binary_state(path):
         proto.ParseFromString(payload)
     except DecodeError as err:
         raise ProtonetError(f"not a valid .solverstate file ({err})", file=path) from None
+    check_utf8(proto, path)
     history = [blobproto_to_array(blob, where=f"{path}: history blob {i}")
                for i, blob in enumerate(proto.history)]
     learned = proto.learned_net if proto.HasField("learned_net") else None

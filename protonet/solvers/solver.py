@@ -122,6 +122,7 @@ class Solver:
         self._losses = []
         self._callbacks = []
         self._action = lambda: NONE
+        self.snapshot_failure = "stop"   # or "keep": log a failed snapshot and train on
         self._hyper = updates.Hyper(p)
         params = self.net.learnable_params
         self.history = [np.zeros(b.shape, dtype=np.float32)
@@ -330,7 +331,7 @@ class Solver:
         start_iter = self.iter
         self.step(p.max_iter - self.iter)
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
-            self.snapshot()
+            self._scheduled_snapshot()
         if self.requested_early_exit:
             log.info("Optimization stopped early.")
             return
@@ -373,7 +374,7 @@ class Solver:
             self.apply_update()
             request = self._action()
             if (p.snapshot and self.iter % p.snapshot == 0) or request == SNAPSHOT:
-                self.snapshot()
+                self._scheduled_snapshot()
             if request == STOP:
                 self.requested_early_exit = True
                 break
@@ -539,6 +540,18 @@ class Solver:
                                                           self.current_step, self.history))
         snap.write_sidecar(state_path, self.iter, self.rule.name, self.net, self.test_nets)
         return model_path, state_path
+
+    def _scheduled_snapshot(self):
+        """snapshot(), honouring ``snapshot_failure`` when it fails (a full disk, a read-only
+        directory): "stop" re-raises (the previous snapshot is intact), "keep" logs and trains
+        on, trying again at the next snapshot."""
+        try:
+            self.snapshot()
+        except ProtonetError as err:
+            if self.snapshot_failure != "keep":
+                raise
+            log.warning("Snapshot at iteration %d failed: %s; training goes on "
+                        "(--snapshot_failure keep)", self.iter, err)
 
     def _learned_net_path(self, learned, state_file):
         if os.path.isfile(learned):

@@ -123,6 +123,15 @@ def _check_rmsprop(param):
         raise ProtonetError(f"rms_decay should lie between 0 and 1 (got {param.rms_decay:g})")
 
 
+def _check_adam(param):
+    # Caffe quirk: adam_solver.cpp does not check; momentum 1 divides by zero in the bias
+    # correction (inf/NaN weights from the first update).
+    for name in ("momentum", "momentum2"):
+        value = getattr(param, name)
+        if not 0 <= value < 1:
+            raise ProtonetError(f"Adam needs 0 <= {name} < 1 (got {name}: {value:g})")
+
+
 class UpdateRule:
     """A solver type's update: ``history_sets`` history blobs per param, a check, the step."""
 
@@ -145,7 +154,7 @@ RULES = {
                                                                 f32(1) - hp.rms_decay),
                           check=_check_rmsprop),
     "AdaDelta": UpdateRule("AdaDelta", _adadelta, history_sets=2),
-    "Adam": UpdateRule("Adam", _adam, history_sets=2),
+    "Adam": UpdateRule("Adam", _adam, check=_check_adam, history_sets=2),
 }
 
 

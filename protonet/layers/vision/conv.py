@@ -214,6 +214,8 @@ class BaseConvolutionLayer(Layer):
             self.fail(f"num_output must be positive, got {self.num_output}")
         if self.group <= 0:
             self.fail(f"group must be positive, got {self.group}")
+        if self.channels <= 0:
+            self.fail(f"the bottom has {self.channels} channels; it needs at least one")
         if self.channels % self.group:
             self.fail(f"group {self.group} does not divide the {self.channels} input channels")
         if self.num_output % self.group:
