@@ -11,8 +11,12 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-install: $(PY)
+# Reinstall only when the project's dependencies change.
+$(VENV)/.installed: pyproject.toml | $(PY)
 	$(PIP) install --quiet -e ".[test,mpi]"
+	touch $@
+
+install: $(VENV)/.installed
 
 data: install
 	$(PY) tools/fetch_mnist.py

@@ -284,11 +284,6 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: 
 @needs_mpi
 @pytest.mark.parametrize("kind", ["HDF5Data", "Data"])
 def test_builtin_data_layer_shards_match_one_rank_with_double_batch(tmp_path, kind):
-    from protonet.layers.registry import get_layer_class
-
-    if not hasattr(get_layer_class(kind), "set_shard"):
-        pytest.skip(f"the {kind} layer has no set_shard(rank, size) yet (the data-layer change "
-                    f"is pending)")
     layer = write_source(tmp_path, kind)
     reference = get_solver(str(write_file_job(tmp_path, layer, GLOBAL_BATCH, "reference")))
     reference.solve()
@@ -299,20 +294,8 @@ def test_builtin_data_layer_shards_match_one_rank_with_double_batch(tmp_path, ki
             np.testing.assert_allclose(mine, theirs.data, rtol=KERNEL_RTOL, atol=KERNEL_ATOL)
 
 
-def cli_has_distributed_flag():
-    from protonet.cli import build_parser
-
-    try:
-        build_parser().parse_args(["train", "--solver", "s.prototxt", "--distributed"])
-    except SystemExit:
-        return False
-    return True
-
-
 @needs_mpi
 def test_mpiexec_protonet_train_runs_data_parallel(tmp_path):
-    if not cli_has_distributed_flag():
-        pytest.skip("protonet train has no --distributed flag yet (the cli.py change is pending)")
     solver = write_job(tmp_path, GLOBAL_BATCH // 2)
     protonet = Path(sys.executable).parent / "protonet"
     done = subprocess.run([MPIEXEC, "-n", "2", str(protonet), "train", "--solver", str(solver)],
