@@ -22,26 +22,12 @@ _FILE_MODE = _umask_mode()
 
 def atomic_write_bytes(path, payload):
     """Write ``payload`` to ``path`` atomically."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp",
-                                   dir=directory)
-    except OSError as err:
-        raise ProtonetError(f"cannot write here: {err.strerror}", file=path) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
             f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except OSError as err:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise ProtonetError(f"cannot write: {err.strerror}", file=path) from None
+
+    atomic_writer(path, write)
 
 
 def atomic_writer(path, write):
