@@ -23,6 +23,7 @@ Log lines are Caffe's, byte for byte (floats printed as C++ streams print them, 
 ``apply_update``, ``share_weights``, ``add_callback``.
 """
 
+import glob
 import os
 import time
 import weakref
@@ -176,6 +177,11 @@ class Solver:
             raise ProtonetError(f"Cannot write to snapshot prefix '{p.snapshot_prefix}'. Make "
                                 f"sure that the directory exists and is writable.",
                                 file=self.source) from None
+        leftovers = sorted(glob.glob(f"{glob.escape(p.snapshot_prefix)}_iter_*.tmp"))
+        if leftovers:
+            log.warning("%d temporary file(s) left by an interrupted snapshot (never read; safe "
+                        "to delete): %s", len(leftovers), ", ".join(leftovers[:5]) +
+                        (", ..." if len(leftovers) > 5 else ""))
 
     def _net_file(self, path, field):
         if not os.path.isfile(path):

@@ -171,3 +171,12 @@ def test_resuming_with_another_solver_type_of_same_history_size_warns(workspace,
     capsys.readouterr()
     solver.restore("snap/a_iter_4.solverstate")
     assert "was written by a SGD solver; resuming it with Nesterov" in capsys.readouterr().err
+
+
+def test_leftover_snapshot_temp_files_are_named_in_a_warning(workspace, capsys):
+    os.makedirs("snap", exist_ok=True)
+    Path("snap/tiny_iter_4.caffemodel.x1y2.tmp").write_bytes(b"half a file")
+    solve("snap/tiny")
+    err = capsys.readouterr().err
+    warning = next(line for line in err.splitlines() if "interrupted snapshot" in line)
+    assert warning.startswith("W") and "snap/tiny_iter_4.caffemodel.x1y2.tmp" in warning
