@@ -23,7 +23,18 @@ class ProtonetError(Exception):
         self.layer_type = layer_type
 
     def with_context(self, *, file=None, line=None, layer=None, layer_type=None):
-        """Fill in context that is still missing; return self so callers can ``raise err.with_context(...)``."""
+        """Fill in context that is still missing; return self so callers can ``raise err.with_context(...)``.
+
+        An error about another file (a layer's data source, its mean file) keeps that file in
+        its message and takes the outer location, so the user sees both: the prototxt line
+        that names the file, and the file itself.
+        """
+        if file is not None and self.file is not None and str(file) != self.file and \
+                line is not None:
+            inner = f"{self.file}:{self.line}" if self.line is not None else self.file
+            self.message = f"{inner}: {self.message}"
+            self.args = (self.message,)
+            self.file, self.line = str(file), None
         if self.file is None and file is not None:
             self.file = str(file)
         if self.line is None and line is not None:

@@ -101,3 +101,12 @@ def test_info_prints_a_table_for_every_deploy_net(model, capsys, monkeypatch):
     monkeypatch.chdir(MODELS)
     assert main(["info", model]) == 0
     assert "total params:" in capsys.readouterr().out
+
+
+def test_missing_data_source_names_the_prototxt_line_and_the_source(tmp_path, capsys):
+    model = tmp_path / "train.prototxt"
+    model.write_text('layer {\n  name: "data"\n  type: "Data"\n  top: "data"\n'
+                     '  data_param { source: "no/such_lmdb" batch_size: 2 backend: LMDB }\n}\n')
+    assert main(["info", str(model), "--phase", "TRAIN"]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{model}:1: layer 'data' (Data): no/such_lmdb: " in last
