@@ -14,10 +14,15 @@ sampled positions are int32 indices within a plane (``y·w + x``); -1 marks "no 
 
 ``error_model="numpy"`` everywhere: a float division by zero gives inf/NaN as in C++, never a
 Python exception.
+
+NOTE: the MAX and AVE kernels index flat views through ``_u`` (uint64). With signed indices
+Numba tests every access for a negative (wrap-around) index, which costs more than the pooling
+arithmetic on small windows (3-5x slower). Every index is non-negative.
 """
 
 import numpy as np
 from numba import njit, prange
+from numba import uint64 as _u
 
 # Caffe quirk: max pooling starts every output at -FLT_MAX, not -inf (pooling_layer.cpp).
 _NEG_FLT_MAX = np.float32(-3.4028234663852886e38)
@@ -46,9 +51,12 @@ def max_pool_forward(x, ksize, stride, pad, out, mask):
     kh, kw = ksize
     sh, sw = stride
     ph, pw = pad
+    src = x.reshape(x.size)
+    dst = out.reshape(out.size)
+    arg = mask.reshape(mask.size)
     for nc in prange(n * c):
-        i = nc // c
-        j = nc % c
+        in_base = nc * h * w
+        out_base = nc * oh * ow
         for oy in range(oh):
             y0, y1 = _window(oy, sh, ph, kh, h)
             for ox in range(ow):
@@ -57,12 +65,12 @@ def max_pool_forward(x, ksize, stride, pad, out, mask):
                 best_index = -1
                 for y in range(y0, y1):
                     for xx in range(x0, x1):
-                        v = x[i, j, y, xx]
+                        v = src[_u(in_base + y * w + xx)]
                         if v > best:
                             best = v
                             best_index = y * w + xx
-                out[i, j, oy, ox] = best
-                mask[i, j, oy, ox] = best_index
+                dst[_u(out_base + oy * ow + ox)] = best
+                arg[_u(out_base + oy * ow + ox)] = best_index
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -75,15 +83,16 @@ def max_pool_backward(top_diff, mask, bottom_diff):
     """
     n, c, h, w = bottom_diff.shape
     oh, ow = top_diff.shape[2], top_diff.shape[3]
+    src = top_diff.reshape(top_diff.size)
+    arg = mask.reshape(mask.size)
+    dst = bottom_diff.reshape(bottom_diff.size)
     for nc in prange(n * c):
-        i = nc // c
-        j = nc % c
-        for oy in range(oh):
-            for ox in range(ow):
-                index = mask[i, j, oy, ox]
-                if index >= 0:
-                    y = index // w
-                    bottom_diff[i, j, y, index - y * w] += top_diff[i, j, oy, ox]
+        in_base = nc * h * w
+        out_base = nc * oh * ow
+        for o in range(oh * ow):
+            index = arg[_u(out_base + o)]
+            if index >= 0:
+                dst[_u(in_base + index)] += src[_u(out_base + o)]
 
 
 # ---- AVE ----------------------------------------------------------------------------------
@@ -113,9 +122,11 @@ def ave_pool_forward(x, ksize, stride, pad, out):
     kh, kw = ksize
     sh, sw = stride
     ph, pw = pad
+    src = x.reshape(x.size)
+    dst = out.reshape(out.size)
     for nc in prange(n * c):
-        i = nc // c
-        j = nc % c
+        in_base = nc * h * w
+        out_base = nc * oh * ow
         for oy in range(oh):
             y0, y1, ey = _ave_window(oy, sh, ph, kh, h)
             for ox in range(ow):
@@ -123,8 +134,8 @@ def ave_pool_forward(x, ksize, stride, pad, out):
                 total = np.float32(0.0)
                 for y in range(y0, y1):
                     for xx in range(x0, x1):
-                        total += x[i, j, y, xx]
-                out[i, j, oy, ox] = total / np.float32(ey * ex)
+                        total += src[_u(in_base + y * w + xx)]
+                dst[_u(out_base + oy * ow + ox)] = total / np.float32(ey * ex)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -138,17 +149,19 @@ def ave_pool_backward(top_diff, ksize, stride, pad, bottom_diff):
     kh, kw = ksize
     sh, sw = stride
     ph, pw = pad
+    src = top_diff.reshape(top_diff.size)
+    dst = bottom_diff.reshape(bottom_diff.size)
     for nc in prange(n * c):
-        i = nc // c
-        j = nc % c
+        in_base = nc * h * w
+        out_base = nc * oh * ow
         for oy in range(oh):
             y0, y1, ey = _ave_window(oy, sh, ph, kh, h)
             for ox in range(ow):
                 x0, x1, ex = _ave_window(ox, sw, pw, kw, w)
-                share = top_diff[i, j, oy, ox] / np.float32(ey * ex)
+                share = src[_u(out_base + oy * ow + ox)] / np.float32(ey * ex)
                 for y in range(y0, y1):
                     for xx in range(x0, x1):
-                        bottom_diff[i, j, y, xx] += share
+                        dst[_u(in_base + y * w + xx)] += share
 
 
 # ---- STOCHASTIC ---------------------------------------------------------------------------

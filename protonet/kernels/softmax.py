@@ -12,12 +12,18 @@ Kernels do not validate: the layer calls :func:`check_labels` first, so every la
 ignored is in range when the other kernels index with it. Arithmetic is float32, as Caffe's, and
 sums over labels run in index order in a float32 accumulator, as Caffe's loops do; comparisons
 follow ``std::max`` (``(a < b) ? b : a``) so that NaN propagates as it does in Caffe.
+
+The softmax kernels run on the calling thread below ``PARALLEL_MIN`` elements (a classifier's
+``batch × classes`` scores), as the element-wise kernels do: both paths call the same
+per-position helper, so the results are identical.
 """
 
 import math
 
 import numpy as np
 from numba import njit, prange
+
+from .elementwise import PARALLEL_MIN
 
 # Caffe quirk: SoftmaxWithLoss clamps the probability inside log() at FLT_MIN
 # (softmax_loss_layer.cpp) but InfogainLoss and MultinomialLogisticLoss at kLOG_THRESHOLD = 1e-20
@@ -75,20 +81,29 @@ def softmax_forward(x, out):
     Caffe's softmax_layer.cpp does; the sum of exponentials runs over c in a float32 accumulator.
     """
     outer, c, inner = x.shape
-    for p in prange(outer * inner):
-        o = p // inner
-        k = p - o * inner
-        m = x[o, 0, k]
-        for j in range(1, c):
-            if m < x[o, j, k]:
-                m = x[o, j, k]
-        s = np.float32(0.0)
-        for j in range(c):
-            e = np.exp(x[o, j, k] - m)
-            out[o, j, k] = e
-            s += e
-        for j in range(c):
-            out[o, j, k] = out[o, j, k] / s
+    if x.size < PARALLEL_MIN:
+        for p in range(outer * inner):
+            _softmax_one(x, out, p // inner, p % inner)
+    else:
+        for p in prange(outer * inner):
+            _softmax_one(x, out, p // inner, p % inner)
+
+
+@njit(cache=True, inline="always")
+def _softmax_one(x, out, o, k):
+    """softmax_forward at position (o, k)."""
+    c = x.shape[1]
+    m = x[o, 0, k]
+    for j in range(1, c):
+        if m < x[o, j, k]:
+            m = x[o, j, k]
+    s = np.float32(0.0)
+    for j in range(c):
+        e = np.exp(x[o, j, k] - m)
+        out[o, j, k] = e
+        s += e
+    for j in range(c):
+        out[o, j, k] = out[o, j, k] / s
 
 
 @njit(cache=True, parallel=True)
@@ -98,14 +113,23 @@ def softmax_backward(y, dy, dx):
     y, dy, dx (outer, c, inner) float32; dx written, may alias dy.
     """
     outer, c, inner = y.shape
-    for p in prange(outer * inner):
-        o = p // inner
-        k = p - o * inner
-        dot = np.float32(0.0)
-        for j in range(c):
-            dot += dy[o, j, k] * y[o, j, k]
-        for j in range(c):
-            dx[o, j, k] = (dy[o, j, k] - dot) * y[o, j, k]
+    if y.size < PARALLEL_MIN:
+        for p in range(outer * inner):
+            _softmax_backward_one(y, dy, dx, p // inner, p % inner)
+    else:
+        for p in prange(outer * inner):
+            _softmax_backward_one(y, dy, dx, p // inner, p % inner)
+
+
+@njit(cache=True, inline="always")
+def _softmax_backward_one(y, dy, dx, o, k):
+    """softmax_backward at position (o, k)."""
+    c = y.shape[1]
+    dot = np.float32(0.0)
+    for j in range(c):
+        dot += dy[o, j, k] * y[o, j, k]
+    for j in range(c):
+        dx[o, j, k] = (dy[o, j, k] - dot) * y[o, j, k]
 
 
 # ---- SoftmaxWithLoss and InfogainLoss --------------------------------------------------------
@@ -140,21 +164,32 @@ def softmax_loss_backward(prob, label, has_ignore, ignore_label, scale, dx):
     (loss weight / normaliser). dx written, may alias prob.
     """
     outer, c, inner = prob.shape
-    one = np.float32(1.0)
-    for p in prange(outer * inner):
-        o = p // inner
-        k = p - o * inner
-        value = label[p]
-        if _is_ignored(value, has_ignore, ignore_label):
-            for j in range(c):
-                dx[o, j, k] = 0.0
-            continue
-        v = int(value)
+    if prob.size < PARALLEL_MIN:
+        for p in range(outer * inner):
+            _softmax_loss_backward_one(prob, label, has_ignore, ignore_label, scale, dx, p)
+    else:
+        for p in prange(outer * inner):
+            _softmax_loss_backward_one(prob, label, has_ignore, ignore_label, scale, dx, p)
+
+
+@njit(cache=True, inline="always")
+def _softmax_loss_backward_one(prob, label, has_ignore, ignore_label, scale, dx, p):
+    """softmax_loss_backward at position p = o · inner + k."""
+    c, inner = prob.shape[1], prob.shape[2]
+    o = p // inner
+    k = p - o * inner
+    value = label[p]
+    if _is_ignored(value, has_ignore, ignore_label):
         for j in range(c):
-            g = prob[o, j, k]
-            if j == v:
-                g = g - one
-            dx[o, j, k] = g * scale
+            dx[o, j, k] = 0.0
+        return
+    v = int(value)
+    one = np.float32(1.0)
+    for j in range(c):
+        g = prob[o, j, k]
+        if j == v:
+            g = g - one
+        dx[o, j, k] = g * scale
 
 
 @njit(cache=True)
