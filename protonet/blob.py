@@ -207,10 +207,5 @@ class Blob:
         self.share_data(other)
         self.share_diff(other)
 
-    def free_diff(self):
-        """Release the gradient buffer (forward-only nets)."""
-        self._diff_buf = None
-        self._diff = None
-
     def __repr__(self):
         return f"Blob(shape={self._shape})"

@@ -83,8 +83,3 @@ def check_gradient(layer, bottoms, tops, *, check_bottoms=None, check_params=Tru
                     f"analytic {computed:.6g} vs numeric {numeric:.6g} "
                     f"(step {step}, threshold {threshold})")
     return expected
-
-
-def check_gradient_elementwise(layer, bottoms, tops, **kwargs):
-    """Gradient check for neuron layers; same as check_gradient (kept for call-site clarity)."""
-    return check_gradient(layer, bottoms, tops, **kwargs)
