@@ -128,8 +128,11 @@ class Solver:
         params = self.net.learnable_params
         self.history = [np.zeros(b.shape, dtype=np.float32)
                         for _ in range(self.rule.history_sets) for b in params]
-        self._scratch = [(np.empty(b.shape, np.float32), np.empty(b.shape, np.float32))
-                         for b in params]
+        # Caffe keeps two param-sized scratch blobs per param (update_, temp_); the update
+        # runs over slices of UPDATE_CHUNK elements instead, so one small pair serves them all.
+        largest = max((b.count for b in params), default=0)
+        self._scratch = tuple(np.empty(min(largest, updates.UPDATE_CHUNK), np.float32)
+                              for _ in range(2))
 
     # ---- construction ------------------------------------------------------------------------
     def _choose_rule(self):
@@ -448,21 +451,31 @@ class Solver:
         params = self.net.learnable_params
         count = len(params)
         sets = self.rule.history_sets
+        # debug_info logs the steps before any weight moves, so then w −= diff waits.
+        fused_apply = not self.net.debug_info
         for i, blob in enumerate(params):
-            diff = blob.diff
-            if p.iter_size != 1:
-                diff *= f32(1) / f32(p.iter_size)
             decay = f32(p.weight_decay) * f32(self.net.params_weight_decay[i])
-            if decay:
-                self._regularize(blob.data, diff, decay, self._scratch[i][0])
             local_rate = rate * f32(self.net.params_lr[i])
-            hist = [self.history[i + k * count] for k in range(sets)]
-            self.rule.compute(diff, hist, self._scratch[i], local_rate, self._hyper,
-                              self.iter + 1)
-        if self.net.debug_info:
+            hist = [self.history[i + k * count].reshape(-1) for k in range(sets)]
+            data, diff = blob.data.reshape(-1), blob.diff.reshape(-1)
+            # Every step below is element-wise, so slicing gives the same numbers as whole
+            # arrays, and a slice stays in cache from one operation to the next.
+            for start in range(0, diff.size, updates.UPDATE_CHUNK):
+                part = slice(start, start + updates.UPDATE_CHUNK)
+                g = diff[part]
+                scratch = tuple(a[:g.size] for a in self._scratch)
+                if p.iter_size != 1:
+                    g *= f32(1) / f32(p.iter_size)
+                if decay:
+                    self._regularize(data[part], g, decay, scratch[0])
+                self.rule.compute(g, [h[part] for h in hist], scratch, local_rate,
+                                  self._hyper, self.iter + 1)
+                if fused_apply:
+                    np.subtract(data[part], g, out=data[part])
+        if not fused_apply:
             self.net.update_debug_info()
-        for blob in params:
-            np.subtract(blob.data, blob.diff, out=blob.data)
+            for blob in params:
+                np.subtract(blob.data, blob.diff, out=blob.data)
         self.iter += 1
 
     def _clip_gradients(self):

@@ -104,3 +104,30 @@ def test_unknown_regularization_type_is_an_error():
 def test_rule_checks_reject_caffe_forbidden_settings(name, fields, message):
     with pytest.raises(ProtonetError, match=message):
         updates.RULES[name].check(caffe_pb2.SolverParameter(**fields))
+
+
+@pytest.mark.parametrize("name", list(updates.RULES))
+@pytest.mark.parametrize("regularization", ["L2", "L1"])
+def test_update_over_param_slices_equals_whole_arrays(tmp_path, monkeypatch, name,
+                                                      regularization):
+    # The solver updates params UPDATE_CHUNK elements at a time with one small scratch pair;
+    # slices of 5 elements (params here have 6-48) must give the bit-identical weights that
+    # whole-array updates give.
+    from protonet.solvers import get_solver
+    from tests.solvers.nets import write_workspace
+
+    monkeypatch.chdir(tmp_path)
+    momentum = "0" if name in ("AdaGrad", "RMSProp") else "0.9"
+    path = write_workspace(".", type=f'"{name}"', momentum=momentum, max_iter="3",
+                           snapshot="0", test_interval="0", test_iter=None, iter_size="2",
+                           regularization_type=f'"{regularization}"')
+    weights = {}
+    for chunk in (5, 1 << 20):
+        monkeypatch.setattr(updates, "UPDATE_CHUNK", chunk)
+        solver = get_solver(path)
+        assert all(a.size == min(chunk, 48) for a in solver._scratch)
+        solver.solve()
+        weights[chunk] = [b.data.copy() for b in solver.net.learnable_params]
+    for small, whole in zip(weights[5], weights[1 << 20]):
+        np.testing.assert_array_equal(small, whole, err_msg=name)
+        assert not np.array_equal(small, 0)
