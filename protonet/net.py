@@ -15,6 +15,7 @@ from .blob import Blob
 from .errors import ProtonetError
 from .graph import filter_net, insert_splits, make_state
 from .layers import get_layer_class
+from .layers.workspace import Workspace
 from .log import get_logger
 from .proto import caffe_pb2
 
@@ -79,7 +80,8 @@ class Net:
     ``Net(model, phase)`` with ``model`` a prototxt path or a NetParameter; also pycaffe's
     ``Net(model, weights, phase)`` and the keywords ``level``, ``stages``, ``weights``,
     ``lenient``. Attributes follow pycaffe: ``blobs``, ``params``, ``layers``, ``inputs``,
-    ``outputs``, ``_layer_names``, ``layer_dict``, ``top_names``, ``bottom_names``.
+    ``outputs``, ``_layer_names``, ``layer_dict``, ``top_names``, ``bottom_names``. ``workspace``
+    (keyword) lends another net's scratch memory (layers/workspace.py) to this one.
 
     ``set_debug_info(True)`` (or ``debug_info: true`` in the file) logs Caffe's per-layer
     ``[Forward]``/``[Backward]`` lines; ``set_check_nan(True)`` raises a ProtonetError at the first
@@ -88,7 +90,7 @@ class Net:
     """
 
     def __init__(self, model, *args, phase=None, level=0, stages=(), weights=None,
-                 lenient=False, state=None):
+                 lenient=False, state=None, workspace=None):
         if args:
             if isinstance(args[0], str) and len(args) >= 2:   # Net(model, weights, phase)
                 weights, phase = args[0], args[1]
@@ -113,6 +115,9 @@ class Net:
         self.state = state
         self.debug_info = bool(net_param.debug_info)
         self.check_nan = False
+        # Scratch shared by every layer (see layers/workspace.py); given by a solver to its
+        # test nets so that they reuse the train net's.
+        self.workspace = workspace if workspace is not None else Workspace()
         filtered, lines = filter_net(net_param, state, lines)
         try:
             self.param, self._lines = insert_splits(filtered, lines)
@@ -173,6 +178,7 @@ class Net:
         try:
             cls = get_layer_class(param.type)
             layer = cls(param, param.phase)
+            layer.workspace = self.workspace
         except ProtonetError as err:
             raise err.with_context(file=self.source, line=self._lines[index], layer=param.name,
                                    layer_type=param.type)

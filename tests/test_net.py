@@ -276,3 +276,29 @@ def test_lenet_forward_backward_passes_a_numerical_gradient_check():
             positions = gen.choice(blob.count, min(6, blob.count), replace=False)
             checked += check_param_gradient(net, blob, positions, NET_GRAD_STEP, layer_name)
     assert checked == sum(min(6, b.count) for blobs in net.params.values() for b in blobs)
+
+
+def test_conv_layers_share_one_col_buffer_sized_for_the_largest():
+    net = Net(text_format.Parse(LENET_TRAIN, caffe_pb2.NetParameter()), TRAIN)
+    conv1, conv2 = net.layer_dict["conv1"], net.layer_dict["conv2"]
+    assert conv1.workspace is conv2.workspace is net.workspace
+    # conv1's columns: 2 images x (1 x 5 x 5) rows x 24 x 24 outputs; conv2's: 2 x 100 x 8 x 8.
+    col = net.workspace.get("conv_col", 0).base
+    assert col.size == max(2 * 25 * 24 * 24, 2 * 100 * 8 * 8) == 28800
+    gen = np.random.default_rng(5)
+    net.blobs["data"].data[...] = gen.random(net.blobs["data"].shape)
+    net.blobs["label"].data[...] = [1, 4]
+    net.forward()
+    # Each layer recomputes its columns in its own call, so sharing changes no result: a net
+    # whose conv2 has a private buffer computes the same numbers.
+    private = Net(text_format.Parse(LENET_TRAIN, caffe_pb2.NetParameter()), TRAIN)
+    private.layer_dict["conv2"].workspace = type(net.workspace)()
+    for name in ("data", "label"):
+        private.blobs[name].data[...] = net.blobs[name].data
+    for layer, twin in zip(net.layers, private.layers):
+        for a, b in zip(layer.blobs, twin.blobs):
+            b.data[...] = a.data
+    private.forward()
+    assert net.blobs["loss"].data > 0
+    for name in ("conv1", "conv2", "loss"):
+        np.testing.assert_array_equal(private.blobs[name].data, net.blobs[name].data)

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import ProtonetError
 from ..blob import Blob
+from .workspace import Workspace
 
 
 class BlobVec(list):
@@ -53,6 +54,8 @@ class Layer:
         self.param_propagate_down = []
         self.loss_weights = []
         self.param_str = param.python_param.param_str if param is not None else ""
+        # Scratch shared with the other layers of the net (the Net replaces this one).
+        self.workspace = Workspace()
 
     # ---- the four methods subclasses implement ------------------------------------------
     def setup(self, bottoms, tops):

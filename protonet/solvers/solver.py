@@ -195,16 +195,16 @@ class Solver:
 
         return read_net(path)
 
-    def _build_net(self, source, state, what):
+    def _build_net(self, source, state, what, workspace=None):
         """``source`` is a file path or an inline NetParameter; ``state`` the merged NetState."""
         log.info("Creating %s", what)
         if isinstance(source, str):
-            net = Net(source, state=state)
+            net = Net(source, state=state, workspace=workspace)
         else:
             net_param = caffe_pb2.NetParameter()
             net_param.CopyFrom(source)
             net_param.state.CopyFrom(state)
-            net = Net(net_param, state=state)
+            net = Net(net_param, state=state, workspace=workspace)
         self._load_weights(net)
         return net
 
@@ -275,7 +275,10 @@ class Solver:
                 file_state = source.state
             extra = [p.test_state[i]] if p.test_state else []
             state = _merged_state(caffe_pb2.TEST, file_state, *extra)
-            net = self._build_net(source, state, f"test net (#{i}) specified by {where}")
+            # Test nets run between training iterations, never during one: they borrow the
+            # train net's scratch.
+            net = self._build_net(source, state, f"test net (#{i}) specified by {where}",
+                                  workspace=self.net.workspace)
             net.set_debug_info(p.debug_info or net.debug_info)
             nets.append(net)
         return nets

@@ -30,6 +30,10 @@ COL_BUFFER_MAX_ELEMENTS = 1 << 22
 # Output planes up to this many elements use one GEMM over a chunk of images (see above).
 BATCHED_MAX_COL_DIM = 256
 
+# The workspace slots of the col buffer and of the batched path's transposed output.
+COL_SLOT = "conv_col"
+OUT_SLOT = "conv_out"
+
 # (repeated field, prefix of its 2-D _h/_w form or None, default or None when required)
 _SPATIAL_FIELDS = {
     "kernel": ("kernel_size", "kernel", None),
@@ -203,8 +207,6 @@ class BaseConvolutionLayer(Layer):
             if self.bias_term:
                 fill(self.add_param_blob((self.num_output,)).data, conv_param.bias_filler)
         self.kernel_dim = self.conv_in_channels // self.group * self.geometry.kernel_count
-        self._col_storage = np.zeros(0, dtype=np.float32)
-        self._out_storage = np.zeros(0, dtype=np.float32)
         self._weight_buffer = np.zeros((self.group, self.conv_out_channels // self.group,
                                         self.kernel_dim), dtype=np.float32)
         self._bias_buffer = np.zeros(self.num_output, dtype=np.float32)
@@ -252,13 +254,17 @@ class BaseConvolutionLayer(Layer):
         image_col = self.kernel_dim * self.group * self.col_dim
         self.chunk = max(1, min(self.num, COL_BUFFER_MAX_ELEMENTS // max(image_col, 1)))
         self.batched = self.num > 1 and self.chunk > 1 and self.col_dim <= BATCHED_MAX_COL_DIM
-        if (self.batched or not self.is_1x1) and self._col_storage.size < self.chunk * image_col:
-            self._col_storage = np.zeros(self.chunk * image_col, dtype=np.float32)
-        out_chunk = self.chunk * self.conv_out_channels * self.col_dim
-        if self.batched and self._out_storage.size < out_chunk:
-            self._out_storage = np.zeros(out_chunk, dtype=np.float32)
+        # Scratch lives in the net's workspace: conv layers never run at the same time.
+        if self.batched or not self.is_1x1:
+            self.workspace.reserve(COL_SLOT, self.chunk * image_col)
+        if self.batched:
+            self.workspace.reserve(OUT_SLOT, self.chunk * self.conv_out_channels * self.col_dim)
 
     # ---- the GEMM passes over (image, output) role arrays ----------------------------------
+    def _col(self, count):
+        """The first ``count`` elements of the col buffer (shared by the net's conv layers)."""
+        return self.workspace.get(COL_SLOT, count)
+
     def _groups(self, array, start, stop, rows):
         """array[start:stop] viewed as (images, group, rows per group, col_dim)."""
         return array[start:stop].reshape(stop - start, self.group, rows, self.col_dim)
@@ -271,7 +277,7 @@ class BaseConvolutionLayer(Layer):
         """The col matrix of images start..stop, (images, group, kernel_dim, col_dim)."""
         if self.is_1x1:
             return self._groups(im, start, stop, self.kernel_dim)
-        col = self._col_storage[:(stop - start) * self.group * self.kernel_dim * self.col_dim]
+        col = self._col((stop - start) * self.group * self.kernel_dim * self.col_dim)
         self.geometry.im2col(im[start:stop], self.col_spatial, col)
         return col.reshape(stop - start, self.group, self.kernel_dim, self.col_dim)
 
@@ -283,14 +289,15 @@ class BaseConvolutionLayer(Layer):
         """im2col of images start..stop into (group, kernel_dim, images · col_dim)."""
         m = stop - start
         rows = self.group * self.kernel_dim
-        col = self._col_storage[:rows * m * self.col_dim]
+        col = self._col(rows * m * self.col_dim)
         self.geometry.im2col(im[start:stop], self.col_spatial, col, rows_first=True)
         return col.reshape(self.group, self.kernel_dim, m * self.col_dim)
 
     def _batched_out(self, m):
         """Scratch for the output role in the batched layout, (channels, images, col_dim)."""
         count = self.conv_out_channels * m * self.col_dim
-        return self._out_storage[:count].reshape(self.conv_out_channels, m, self.col_dim)
+        return self.workspace.get(OUT_SLOT, count).reshape(self.conv_out_channels, m,
+                                                            self.col_dim)
 
     def _transposed_out(self, out, start, stop):
         """out[start:stop] (images, channels, col_dim) copied to (group, mg, images · col_dim)."""
@@ -316,7 +323,7 @@ class BaseConvolutionLayer(Layer):
             m = stop - start
             out_t = self._transposed_out(out, start, stop)
             rows = self.group * self.kernel_dim
-            col = self._col_storage[:rows * m * self.col_dim]
+            col = self._col(rows * m * self.col_dim)
             np.matmul(weights_t, out_t, out=col.reshape(self.group, self.kernel_dim, -1))
             self.geometry.col2im(col, self.col_spatial, im[start:stop], rows_first=True)
 
@@ -352,7 +359,7 @@ class BaseConvolutionLayer(Layer):
                           out=self._groups(im, start, stop, self.kernel_dim))
                 continue
             count = (stop - start) * self.group * self.kernel_dim * self.col_dim
-            col = self._col_storage[:count].reshape(stop - start, self.group, self.kernel_dim,
+            col = self._col(count).reshape(stop - start, self.group, self.kernel_dim,
                                                     self.col_dim)
             np.matmul(weights_t, self._groups(out, start, stop, mg), out=col)
             self.geometry.col2im(col, self.col_spatial, im[start:stop])
