@@ -19,6 +19,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .errors import ProtonetError
+from .kernels import compilation
 from .log import get_logger
 from .solvers.signals import SignalHandler
 from .solvers.solver import fmt, loss_note
@@ -65,6 +66,7 @@ def train(solver_path, weights=None, snapshot=None, iterations=None, sigint_effe
     """
     from .solvers import get_solver
 
+    compilation.start()
     param = read_train_solver(solver_path, weights, snapshot, iterations, level, stages)
     with SignalHandler(sigint_effect, sighup_effect, sigterm_effect) as signals, \
             progress_line(progress) as show:
@@ -74,6 +76,7 @@ def train(solver_path, weights=None, snapshot=None, iterations=None, sigint_effe
         solver.set_check_nan(check_nan)
         solver.snapshot_failure = snapshot_failure
         show.attach(solver)
+        _report_compilation_once(solver)
         if snapshot:
             log.info("Resuming from %s", snapshot)
         log.info("Starting Optimization")
@@ -81,6 +84,18 @@ def train(solver_path, weights=None, snapshot=None, iterations=None, sigint_effe
         # Caffe quirk: the tool logs this again after Solve(), even after an early stop.
         log.info("Optimization Done.")
     return solver
+
+
+def _report_compilation_once(solver):
+    """Log Numba's compile time when the first iteration's gradients are ready."""
+    done = []
+
+    def on_gradients_ready():
+        if not done:
+            done.append(True)
+            compilation.report(log)
+
+    solver.add_callback(lambda: None, on_gradients_ready)
 
 
 # ---- progress line ----------------------------------------------------------------------------
@@ -222,6 +237,7 @@ def test_model(model, weights, iterations=50, phase="TEST", level=0, stages=(),
 
     if not weights:
         raise ProtonetError("need model weights to score (give --weights)")
+    compilation.start()
     with Net(model, phase=phase, level=level, stages=tuple(stages)) as net:
         net.set_check_nan(check_nan)
         for path in (w.strip() for w in weights.split(",")):
@@ -234,6 +250,8 @@ def _score(net, iterations):
     scores, names, loss = None, [], f32(0)
     for i in range(iterations):
         loss += f32(_with_batch(net.forward_from_to, i))
+        if i == 0:
+            compilation.report(log, "the first batch")
         outputs = _output_values(net)
         for name, _, value in outputs:
             log.info("Batch %d, %s = %s", i, name, fmt(value))
@@ -260,6 +278,7 @@ def time_model(model, iterations=50, phase="TRAIN", level=0, stages=(), check_na
     """
     from .net import Net
 
+    compilation.start()
     with Net(model, phase=phase, level=level, stages=tuple(stages)) as net:
         net.set_check_nan(check_nan)
         return _benchmark(net, iterations)
@@ -270,6 +289,7 @@ def _benchmark(net, iterations):
     log.info("Initial loss: %s", fmt(net.forward_from_to()))
     log.info("Performing Backward")
     net.backward_from_to()
+    compilation.report(log, "the first forward and backward")
     records = net.records
     log.info("*** Benchmark begins ***")
     log.info("Testing for %d iterations.", iterations)
