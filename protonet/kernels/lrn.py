@@ -5,10 +5,13 @@ Notation: ``n c h w`` bottom (= top) shape; ``size`` the local size (odd), ``pre
 product, as in Caffe.
 
 ACROSS_CHANNELS: scale = k + α/size · Σ_{|c'−c| ≤ pre_pad} x_{c'}², y = x · scale^−β. Caffe
-builds the channel sums with a running window (add the head, subtract the tail) and we do the
-same, so the rounding matches. The kernels run ``prange`` over the ``n·h`` rows: each iteration
-owns every channel of its row, and the order of arithmetic per element is fixed, so results do
-not depend on the thread count.
+builds the channel sums with a running window (copy the previous channel's sum, add the head,
+subtract the tail) and we do the same, so the rounding matches. The kernels walk the channels
+with a chunk of ``CHUNK`` pixels of the h·w plane as the contiguous (vectorized) inner loop; the
+tasks are the (image, chunk) pairs, run with ``prange`` from ``PARALLEL_MIN`` elements on and
+serially below. A task owns its pixels in every channel, and the order of arithmetic per element
+is fixed, so results do not depend on the thread count. Forward also keeps scale^−β (a powf per
+element, the most expensive step) for backward, which then reuses it instead of recomputing it.
 
 WITHIN_CHANNEL is composed by the LRN layer from the AVE pooling kernels and the two
 element-wise kernels here (Caffe's internal Power → Pooling → Power → Eltwise chain).
@@ -18,73 +21,143 @@ element-wise kernels here (Caffe's internal Power → Pooling → Power → Eltw
 
 import numpy as np
 from numba import njit, prange
+from numba import uint64 as _u
+
+from .elementwise import PARALLEL_MIN
+
+# Pixels per task: the running sums of one chunk stay in L1/L2 while the channels go by.
+CHUNK = 1024
 
 
 # ---- ACROSS_CHANNELS ----------------------------------------------------------------------
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def lrn_across_forward(x, size, alpha_over_size, k, beta, scale, out):
-    """x (n, c, h, w) → scale (n, c, h, w) = k + α/size·Σx², out (n, c, h, w) = x·scale^−β.
+@njit(inline="always")
+def _task_span(task, plane):
+    """(image, first pixel, pixel count) of one (image, chunk) task."""
+    chunks = (plane + CHUNK - 1) // CHUNK
+    p0 = (task % chunks) * CHUNK
+    return task // chunks, p0, min(CHUNK, plane - p0)
 
-    ``alpha_over_size``, ``k``, ``beta``: float32 scalars. ``scale`` is kept for backward.
-    Neither output may alias ``x``.
+
+@njit(inline="always", error_model="numpy")
+def _add_squares(dst, src, coef, dst_base, src_base, count):
+    """dst[i] += coef · src[i]², i over one chunk: Caffe's caffe_axpy of a padded square."""
+    for p in range(count):
+        v = src[_u(src_base + p)]
+        dst[_u(dst_base + p)] += coef * (v * v)
+
+
+@njit(inline="always", error_model="numpy")
+def _across_forward_task(x, size, alpha_over_size, k, beta, scale, power, out, task):
+    """Forward of one (image, chunk) task over flat views; see lrn_across_forward."""
+    n, c, h, w = x.shape
+    src = x.reshape(x.size)
+    sc = scale.reshape(scale.size)
+    pw = power.reshape(power.size)
+    dst = out.reshape(out.size)
+    plane = h * w
+    i, p0, count = _task_span(task, plane)
+    pre_pad = (size - 1) // 2
+    neg_beta = -beta
+    first = i * c * plane + p0                # flat index of (i, 0, p0)
+    for p in range(count):
+        sc[_u(first + p)] = k
+    for j in range(min(pre_pad + 1, c)):
+        _add_squares(sc, src, alpha_over_size, first, first + j * plane, count)
+    for j in range(1, c):
+        at = first + j * plane
+        for p in range(count):
+            sc[_u(at + p)] = sc[_u(at - plane + p)]
+        if j + pre_pad < c:
+            _add_squares(sc, src, alpha_over_size, at, at + pre_pad * plane, count)
+        if j - 1 - pre_pad >= 0:
+            _add_squares(sc, src, -alpha_over_size, at, at - (pre_pad + 1) * plane, count)
+    for j in range(c):
+        at = first + j * plane
+        for p in range(count):
+            q = sc[_u(at + p)] ** neg_beta
+            pw[_u(at + p)] = q
+            dst[_u(at + p)] = src[_u(at + p)] * q
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def lrn_across_forward(x, size, alpha_over_size, k, beta, scale, power, out):
+    """x (n, c, h, w) → scale = k + α/size·Σx², power = scale^−β, out = x·power.
+
+    ``alpha_over_size``, ``k``, ``beta``: float32 scalars. ``scale`` and ``power`` (n, c, h, w)
+    are kept for backward. No output may alias ``x``.
     """
     n, c, h, w = x.shape
+    tasks = n * ((h * w + CHUNK - 1) // CHUNK)
+    if x.size < PARALLEL_MIN:
+        for task in range(tasks):
+            _across_forward_task(x, size, alpha_over_size, k, beta, scale, power, out, task)
+    else:
+        for task in prange(tasks):
+            _across_forward_task(x, size, alpha_over_size, k, beta, scale, power, out, task)
+
+
+@njit(inline="always", error_model="numpy")
+def _add_ratio(acc, dy, y, sc, coef, acc_base, base, count):
+    """acc[i] += coef · (dy[i]·y[i] / scale[i]) over one chunk (coef ±1 exactly)."""
+    for p in range(count):
+        at = _u(base + p)
+        acc[_u(acc_base + p)] += coef * (dy[at] * y[at] / sc[at])
+
+
+@njit(inline="always", error_model="numpy")
+def _across_backward_task(arrays, size, cache_ratio, accum, bottom_diff, task):
+    """Backward of one (image, chunk) task; see lrn_across_backward."""
+    x, top_data, top_diff, scale, power = arrays
+    n, c, h, w = x.shape
+    src = x.reshape(x.size)
+    y = top_data.reshape(top_data.size)
+    dy = top_diff.reshape(top_diff.size)
+    sc = scale.reshape(scale.size)
+    pw = power.reshape(power.size)
+    acc = accum.reshape(accum.size)
+    dx = bottom_diff.reshape(bottom_diff.size)
+    plane = h * w
+    i, p0, count = _task_span(task, plane)
     pre_pad = (size - 1) // 2
-    neg_alpha = -alpha_over_size
-    neg_beta = -beta
-    for nr in prange(n * h):
-        i = nr // h
-        r = nr % h
-        for col in range(w):
-            s = k
-            for j in range(min(pre_pad + 1, c)):
-                v = x[i, j, r, col]
-                s += alpha_over_size * (v * v)
-            scale[i, 0, r, col] = s
-            for j in range(1, c):
-                head = j + pre_pad
-                if head < c:
-                    v = x[i, head, r, col]
-                    s += alpha_over_size * (v * v)
-                tail = j - 1 - pre_pad
-                if tail >= 0:
-                    v = x[i, tail, r, col]
-                    s += neg_alpha * (v * v)
-                scale[i, j, r, col] = s
-            for j in range(c):
-                out[i, j, r, col] = x[i, j, r, col] * scale[i, j, r, col] ** neg_beta
+    neg_cache_ratio = -cache_ratio
+    one = np.float32(1.0)
+    first = i * c * plane + p0
+    acc_base = i * plane + p0
+    for p in range(count):
+        acc[_u(acc_base + p)] = np.float32(0.0)
+    for j in range(min(pre_pad, c)):
+        _add_ratio(acc, dy, y, sc, one, acc_base, first + j * plane, count)
+    for j in range(c):
+        at = first + j * plane
+        if j + pre_pad < c:
+            _add_ratio(acc, dy, y, sc, one, acc_base, at + pre_pad * plane, count)
+        for p in range(count):
+            e = _u(at + p)
+            direct = dy[e] * pw[e]
+            dx[e] = direct + neg_cache_ratio * (src[e] * acc[_u(acc_base + p)])
+        if j - pre_pad >= 0:
+            _add_ratio(acc, dy, y, sc, -one, acc_base, at - pre_pad * plane, count)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def lrn_across_backward(x, top_data, top_diff, scale, size, cache_ratio, beta, bottom_diff):
+def lrn_across_backward(x, top_data, top_diff, scale, power, size, cache_ratio, accum,
+                        bottom_diff):
     """dx = dy·scale^−β − cache_ratio · x · Σ_{|c'−c| ≤ pre_pad} dy_{c'}·y_{c'}/scale_{c'}.
 
-    x, top_data, top_diff, scale: (n, c, h, w); ``cache_ratio`` = float32(2αβ/size), ``beta``
-    float32. Overwrites bottom_diff (n, c, h, w), which must not alias the inputs.
+    x, top_data, top_diff, scale, power (= scale^−β): (n, c, h, w), scale and power as forward
+    left them; ``cache_ratio`` = float32(2αβ/size). ``accum`` (n, h, w) is scratch for the
+    running window sum. Overwrites bottom_diff (n, c, h, w), which must not alias the inputs.
     """
     n, c, h, w = x.shape
-    pre_pad = (size - 1) // 2
-    neg_beta = -beta
-    neg_cache_ratio = -cache_ratio
-    for nr in prange(n * h):
-        i = nr // h
-        r = nr % h
-        for col in range(w):
-            accum = np.float32(0.0)
-            for j in range(min(pre_pad, c)):
-                accum += top_diff[i, j, r, col] * top_data[i, j, r, col] / scale[i, j, r, col]
-            for j in range(c):
-                head = j + pre_pad
-                if head < c:
-                    accum += (top_diff[i, head, r, col] * top_data[i, head, r, col]
-                              / scale[i, head, r, col])
-                direct = top_diff[i, j, r, col] * scale[i, j, r, col] ** neg_beta
-                bottom_diff[i, j, r, col] = direct + neg_cache_ratio * (x[i, j, r, col] * accum)
-                tail = j - pre_pad
-                if tail >= 0:
-                    accum -= (top_diff[i, tail, r, col] * top_data[i, tail, r, col]
-                              / scale[i, tail, r, col])
+    tasks = n * ((h * w + CHUNK - 1) // CHUNK)
+    arrays = (x, top_data, top_diff, scale, power)
+    if x.size < PARALLEL_MIN:
+        for task in range(tasks):
+            _across_backward_task(arrays, size, cache_ratio, accum, bottom_diff, task)
+    else:
+        for task in prange(tasks):
+            _across_backward_task(arrays, size, cache_ratio, accum, bottom_diff, task)
 
 
 # ---- WITHIN_CHANNEL -----------------------------------------------------------------------

@@ -10,7 +10,8 @@ from tests.helpers.tolerances import KERNEL_ATOL, KERNEL_RTOL
 # (local_size, alpha, beta, k)
 ACROSS_PARAMS = [(5, 1.0, 0.75, 1.0), (3, 0.1, 0.75, 1.0), (5, 0.5, 0.75, 2.0),
                  (1, 2.0, 0.5, 1.5), (7, 1e-4, 0.75, 1.0)]
-SHAPES = [(2, 7, 3, 4), (1, 4, 3, 3), (2, 2, 5, 1)]
+# The last shape's plane spans two CHUNKs of the ACROSS kernels.
+SHAPES = [(2, 7, 3, 4), (1, 4, 3, 3), (2, 2, 5, 1), (1, 6, 40, 30)]
 
 
 @pytest.fixture
@@ -45,11 +46,12 @@ def ref_across_backward(x, top_diff, size, alpha, beta, k):
 
 def _across(x, top_diff, size, alpha, beta, k):
     """Run both ACROSS kernels with the scalars cast as the LRN layer casts them."""
-    scale, out, bottom_diff = (np.empty_like(x) for _ in range(3))
+    scale, power, out, bottom_diff = (np.empty_like(x) for _ in range(4))
+    accum = np.empty((x.shape[0],) + x.shape[2:], dtype=np.float32)
     lrn.lrn_across_forward(x, size, np.float32(np.float32(alpha) / np.float32(size)),
-                           np.float32(k), np.float32(beta), scale, out)
-    lrn.lrn_across_backward(x, out, top_diff, scale, size,
-                            np.float32(2.0 * alpha * beta / size), np.float32(beta), bottom_diff)
+                           np.float32(k), np.float32(beta), scale, power, out)
+    lrn.lrn_across_backward(x, out, top_diff, scale, power, size,
+                            np.float32(2.0 * alpha * beta / size), accum, bottom_diff)
     return scale, out, bottom_diff
 
 
@@ -105,7 +107,7 @@ def test_lrn_within_elementwise_kernels_match_formula(rng, alpha, beta):
 
 
 def test_lrn_kernels_are_bit_identical_for_any_thread_count(rng):
-    shape = (3, 9, 7, 5)
+    shape = (2, 9, 50, 40)                    # above PARALLEL_MIN, two chunks per plane
     x = rng.standard_normal(shape).astype(np.float32)
     top_diff = rng.standard_normal(shape).astype(np.float32)
     pooled = rng.random(shape).astype(np.float32)

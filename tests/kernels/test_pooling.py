@@ -17,8 +17,12 @@ GEOMETRIES = [
     ((3, 2), (1, 2), (1, 0)),
     ((2, 3), (3, 1), (0, 2)),
     ((1, 1), (3, 3), (0, 0)),  # stride > kernel without pad: Caffe leaves empty last windows
+    ((3, 3), (1, 1), (1, 1)),  # the unrolled kernels (2×2 s2, 3×3 s1/s2): interior + border
+    ((3, 3), (2, 1), (0, 0)),
+    ((3, 3), (3, 2), (0, 1)),
 ]
-SHAPES = [(1, 1, 5, 5), (2, 3, 7, 6), (1, 2, 4, 9)]
+# Odd sizes; the last is wide enough for interior windows on every unrolled kernel.
+SHAPES = [(1, 1, 5, 5), (2, 3, 7, 6), (1, 2, 4, 9), (1, 2, 9, 23)]
 FLT_MAX = np.finfo(np.float32).max
 
 
@@ -162,7 +166,10 @@ def test_max_pool_forward_and_backward_match_caffe_loops(rng, shape, kernel, str
 
     top_diff = rng.standard_normal(tshape).astype(np.float32)
     bottom_diff = np.zeros(shape, dtype=np.float32)
-    pooling.max_pool_backward(top_diff, mask, bottom_diff)
+    pooling.max_pool_backward(top_diff, mask, bottom_diff, True)
+    np.testing.assert_array_equal(bottom_diff, ref_max_backward(top_diff, mask, shape))
+    bottom_diff[...] = np.nan                 # accumulate=False overwrites every element
+    pooling.max_pool_backward(top_diff, mask, bottom_diff, False)
     np.testing.assert_array_equal(bottom_diff, ref_max_backward(top_diff, mask, shape))
 
 
@@ -177,9 +184,30 @@ def test_ave_pool_forward_and_backward_match_caffe_loops(rng, shape, kernel, str
 
     top_diff = rng.standard_normal(tshape).astype(np.float32)
     bottom_diff = np.zeros(shape, dtype=np.float32)
-    pooling.ave_pool_backward(top_diff, kernel, stride, pad, bottom_diff)
+    pooling.ave_pool_backward(top_diff, kernel, stride, pad, bottom_diff, True)
     expected = ref_ave_backward(top_diff, kernel, stride, pad, shape)
     np.testing.assert_array_equal(bottom_diff, expected)
+    bottom_diff[...] = np.nan                 # accumulate=False overwrites every element
+    pooling.ave_pool_backward(top_diff, kernel, stride, pad, bottom_diff, False)
+    np.testing.assert_array_equal(bottom_diff, expected)
+
+
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+def test_global_pooling_matches_caffe_loops(rng, method):
+    shape = (2, 3, 7, 7)
+    x = rng.standard_normal(shape).astype(np.float32)
+    geometry = ((7, 7), (1, 1), (0, 0))
+    tshape = top_shape(shape, *geometry)
+    out = np.empty(tshape, dtype=np.float32)
+    if method == "MAX":
+        mask = np.empty(tshape, dtype=np.int32)
+        pooling.max_pool_forward(x, *geometry, out, mask)
+        ref_out, ref_mask = ref_max_pool(x, *geometry, tshape)
+        np.testing.assert_array_equal(mask, ref_mask)
+    else:
+        pooling.ave_pool_forward(x, *geometry, out)
+        ref_out = ref_ave_pool(x, *geometry, tshape)
+    np.testing.assert_array_equal(out, ref_out)
 
 
 def test_max_pool_backward_accumulates_into_bottom_diff(rng):
@@ -191,7 +219,7 @@ def test_max_pool_backward_accumulates_into_bottom_diff(rng):
     top_diff = rng.standard_normal(tshape).astype(np.float32)
     start = rng.standard_normal(shape).astype(np.float32)
     bottom_diff = start.copy()
-    pooling.max_pool_backward(top_diff, mask, bottom_diff)
+    pooling.max_pool_backward(top_diff, mask, bottom_diff, True)
     # stride = kernel: each bottom element receives at most one top diff
     np.testing.assert_array_equal(bottom_diff, start + ref_max_backward(top_diff, mask, shape))
 
@@ -202,7 +230,7 @@ def test_max_pool_of_all_nan_window_gives_minus_flt_max_and_no_gradient():
     pooling.max_pool_forward(x, (2, 2), (2, 2), (0, 0), out, mask)
     assert out[0, 0, 0, 0] == -FLT_MAX and mask[0, 0, 0, 0] == -1
     bottom_diff = np.zeros_like(x)
-    pooling.max_pool_backward(np.ones_like(out), mask, bottom_diff)
+    pooling.max_pool_backward(np.ones_like(out), mask, bottom_diff, False)
     np.testing.assert_array_equal(bottom_diff, np.zeros_like(x))
 
 
@@ -240,11 +268,11 @@ def _run_all(x, u, top_diff):
     out, mask = np.empty(top_diff.shape, np.float32), np.empty(top_diff.shape, np.int32)
     pooling.max_pool_forward(x, kernel, stride, pad, out, mask)
     bottom_diff = np.zeros_like(x)
-    pooling.max_pool_backward(top_diff, mask, bottom_diff)
+    pooling.max_pool_backward(top_diff, mask, bottom_diff, True)
     results += [out.copy(), mask.copy(), bottom_diff.copy()]
     pooling.ave_pool_forward(x, kernel, stride, pad, out)
     bottom_diff[...] = 0
-    pooling.ave_pool_backward(top_diff, kernel, stride, pad, bottom_diff)
+    pooling.ave_pool_backward(top_diff, kernel, stride, pad, bottom_diff, True)
     results += [out.copy(), bottom_diff.copy()]
     out, index = np.empty(u.shape, np.float32), np.empty(u.shape, np.int32)
     pooling.stochastic_pool_forward_train(np.abs(x), kernel, stride, u, out, index)
@@ -255,7 +283,7 @@ def _run_all(x, u, top_diff):
 
 
 def test_pooling_kernels_are_bit_identical_for_any_thread_count(rng):
-    shape = (3, 5, 9, 8)
+    shape = (4, 40, 16, 15)                   # above PARALLEL_MIN: the prange path runs
     x = rng.standard_normal(shape).astype(np.float32)
     top_diff = rng.standard_normal(top_shape(shape, (3, 3), (2, 2), (1, 1))).astype(np.float32)
     u = (1 - rng.random(top_shape(shape, (3, 3), (2, 2), (0, 0)))).astype(np.float32)

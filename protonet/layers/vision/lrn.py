@@ -13,7 +13,7 @@ WITHIN_CHANNEL = caffe_pb2.LRNParameter.WITHIN_CHANNEL
 
 
 class _AcrossChannels:
-    """y = x·(k + α/n·Σ_{c' near c} x_{c'}²)^−β; keeps the scale for backward."""
+    """y = x·(k + α/n·Σ_{c' near c} x_{c'}²)^−β; keeps the scale and scale^−β for backward."""
 
     def __init__(self, size, alpha, beta, k):
         self.size = size
@@ -22,19 +22,21 @@ class _AcrossChannels:
         self.alpha_over_size = np.float32(np.float32(alpha) / np.float32(size))
         # Caffe computes 2·α·β/n in double and stores it as float (lrn_layer.cpp).
         self.cache_ratio = np.float32(2.0 * alpha * beta / size)
-        self._scale = Scratch()
-        self.scale = None
+        self._buffers = [Scratch() for _ in range(3)]
+        self.scale = self.power = self.accum = None
 
     def reshape(self, shape):
-        self.scale = self._scale.view(shape)
+        n, _, h, w = shape
+        self.scale, self.power = (b.view(shape) for b in self._buffers[:2])
+        self.accum = self._buffers[2].view((n, h, w))
 
     def forward(self, x, out):
         lrn_kernels.lrn_across_forward(x, self.size, self.alpha_over_size, self.k, self.beta,
-                                       self.scale, out)
+                                       self.scale, self.power, out)
 
     def backward(self, x, top_data, top_diff, bottom_diff):
-        lrn_kernels.lrn_across_backward(x, top_data, top_diff, self.scale, self.size,
-                                        self.cache_ratio, self.beta, bottom_diff)
+        lrn_kernels.lrn_across_backward(x, top_data, top_diff, self.scale, self.power,
+                                        self.size, self.cache_ratio, self.accum, bottom_diff)
 
 
 class _WithinChannel:
@@ -68,8 +70,7 @@ class _WithinChannel:
         pooled_diff = self.square  # the squares are not needed again: reuse their memory
         lrn_kernels.lrn_within_backward_pooled(x, top_diff, self.pooled, self.power, self.alpha,
                                                self.beta, pooled_diff)
-        bottom_diff[...] = 0
-        self.pool.backward(pooled_diff, bottom_diff)
+        self.pool.backward(pooled_diff, bottom_diff, accumulate=False)
         lrn_kernels.lrn_within_backward_data(x, top_diff, self.power, bottom_diff)
 
 

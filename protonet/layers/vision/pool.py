@@ -78,8 +78,9 @@ def pooled_extent(fail, axis, size, kernel, stride, pad, ceil_mode, clip):
 class PoolOp:
     """One 2-D pooling configuration over NCHW blobs: geometry, checks, scratch, kernels.
 
-    ``forward(x, out)`` writes ``out``; ``backward(top_diff, bottom_diff)`` *adds* into
-    ``bottom_diff`` (the caller zeroes it). Subclasses implement one pooling method.
+    ``forward(x, out)`` writes ``out``; ``backward(top_diff, bottom_diff, accumulate)``
+    overwrites ``bottom_diff``, or adds into it when ``accumulate``. Subclasses implement one
+    pooling method.
     """
 
     supports_pad = True
@@ -150,8 +151,8 @@ class MaxPoolOp(PoolOp):
     def forward(self, x, out):
         pooling.max_pool_forward(x, self.kernel, self.stride, self.pad, out, self.index)
 
-    def backward(self, top_diff, bottom_diff):
-        pooling.max_pool_backward(top_diff, self.index, bottom_diff)
+    def backward(self, top_diff, bottom_diff, accumulate):
+        pooling.max_pool_backward(top_diff, self.index, bottom_diff, accumulate)
 
 
 class AvePoolOp(PoolOp):
@@ -162,8 +163,9 @@ class AvePoolOp(PoolOp):
     def forward(self, x, out):
         pooling.ave_pool_forward(x, self.kernel, self.stride, self.pad, out)
 
-    def backward(self, top_diff, bottom_diff):
-        pooling.ave_pool_backward(top_diff, self.kernel, self.stride, self.pad, bottom_diff)
+    def backward(self, top_diff, bottom_diff, accumulate):
+        pooling.ave_pool_backward(top_diff, self.kernel, self.stride, self.pad, bottom_diff,
+                                  accumulate)
 
 
 class StochasticPoolOp(PoolOp):
@@ -198,11 +200,11 @@ class StochasticPoolOp(PoolOp):
         pooling.stochastic_pool_forward_train(x, self.kernel, self.stride, self.uniform, out,
                                               self.index)
 
-    def backward(self, top_diff, bottom_diff):
+    def backward(self, top_diff, bottom_diff, accumulate):
         if not self.train:
             self.fail("STOCHASTIC pooling has no backward in the TEST phase (Caffe's "
                       "would reuse stale samples); run it in TRAIN or use AVE/MAX")
-        pooling.max_pool_backward(top_diff, self.index, bottom_diff)
+        pooling.max_pool_backward(top_diff, self.index, bottom_diff, accumulate)
 
 
 POOL_OPS = {MAX: MaxPoolOp, AVE: AvePoolOp, STOCHASTIC: StochasticPoolOp}
@@ -267,6 +269,4 @@ class PoolingLayer(Layer):
             # Caffe quirk: with a mask top, backward routes by the mask top's data, not by an
             # internal copy (pooling_layer.cpp).
             self.op.index[...] = tops[1].data
-        bottom_diff = bottoms[0].diff
-        bottom_diff[...] = 0
-        self.op.backward(tops[0].diff, bottom_diff)
+        self.op.backward(tops[0].diff, bottoms[0].diff, accumulate=False)

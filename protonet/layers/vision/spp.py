@@ -101,14 +101,14 @@ class SPPLayer(Layer):
         if not propagate_down[0]:
             return
         bottom_diff = bottoms[0].diff
-        bottom_diff[...] = 0
         top_diff = tops[0].diff.reshape(bottom_diff.shape[0], -1)
         start = 0
-        for op, out in self.levels:
+        for level, (op, out) in enumerate(self.levels):
             width = out[0].size
             # The level's output buffer is free after forward: it takes the level's top diff.
             out.reshape(out.shape[0], -1)[...] = top_diff[:, start:start + width]
             # Caffe's Split sums the levels' gradients in level order; stride = kernel, so a
             # level touches each bottom element at most once and accumulating is the same sum.
-            op.backward(out, bottom_diff)
+            # Level 0 overwrites the bottom diff, the later levels add into it.
+            op.backward(out, bottom_diff, accumulate=level > 0)
             start += width
