@@ -289,9 +289,23 @@ def run_worker(framework, case, phase, repeats, threads):
     if framework == "protonet":
         result.update(memory.net_bytes(obj, extra))
         result["flops"] = gemm_flops(obj, phase == "train")
+        result.update(_layer_breakdown(obj, len(times)))
     else:
         result["shape_mismatches"] = check_torch_shapes(case, phase)
     return result
+
+
+def _layer_breakdown(net, iterations):
+    """The per-layer loop of ``protonet time`` on the same net, for the "layers ms" column.
+
+    An iteration's median minus this sum is what is not a layer: clearing param diffs and the
+    solver's update (training), Python between layers.
+    """
+    from protonet.commands import time_layers
+
+    timings = time_layers(net, iterations)
+    return {"layers_ms": timings["forward"] + timings["backward"],
+            "layer_times_ms": timings["layers"]}
 
 
 # ---- the parent: one worker per (net, phase, framework), then the table ----------------------
@@ -347,7 +361,8 @@ def combine(case, phase, proto, torch_result, sgemm_gflops):
 
 
 COLUMNS = (("net", "<", 14), ("phase", "<", 5), ("batch", ">", 5), ("protonet ms", ">", 11),
-           ("torch ms", ">", 9), ("ratio", ">", 6), ("target", ">", 6), ("img/s", ">", 7),
+           ("layers ms", ">", 9), ("torch ms", ">", 9), ("ratio", ">", 6), ("target", ">", 6),
+           ("img/s", ">", 7),
            ("GFLOP/s", ">", 7), ("%SGEMM", ">", 6), ("net MB", ">", 7), ("peak MB", ">", 8),
            ("mem ×", ">", 5), ("torch MB", ">", 8), ("1st ms", ">", 7))
 TARGETS = {("train", "lenet"): 1.0, ("train", "cifar10_quick"): 1.0, ("train", None): 1.3,
@@ -367,7 +382,7 @@ def row_cells(row):
     ratio = row.get("ratio")
     mark = "" if ratio is None else (" ✓" if ratio <= goal else " ✗")
     return (row["net"], row["phase"], str(row["batch"]), _fmt(row.get("protonet_ms"), ".1f"),
-            _fmt(row.get("torch_ms"), ".1f"), _fmt(ratio, ".2f"), f"{goal:.1f}{mark}",
+            _fmt(row["protonet"].get("layers_ms"), ".1f"), _fmt(row.get("torch_ms"), ".1f"), _fmt(ratio, ".2f"), f"{goal:.1f}{mark}",
             _fmt(row.get("images_per_s"), ".0f"), _fmt(row.get("gflops"), ".1f"),
             _fmt(None if row.get("sgemm_fraction") is None else 100 * row["sgemm_fraction"],
                  ".0f"),
@@ -435,7 +450,9 @@ def main(argv=None):
         print(f"PyTorch {importlib.metadata.version('torch')}, {args.threads} threads; each "
               f"(framework, net, phase) runs in its own process")
     print("Times: median of the repeats after warm-up; '1st ms' is protonet's first iteration "
-          "at batch 1 (Numba compile or cache load); 'peak MB' is the RSS high-water mark "
+          "at batch 1 (Numba compile or cache load); 'layers ms' is the sum of the per-layer "
+          "forward + backward means of protonet time's loop on the same net (the rest of an "
+          "iteration is the solver update and clearing diffs); 'peak MB' is the RSS high-water mark "
           "during the timed runs minus the RSS after warm-up at batch 1; 'net MB' is blob "
           "data + diff + params + solver history; 'mem ×' = peak MB / net MB")
     print()

@@ -290,9 +290,31 @@ def _benchmark(net, iterations):
     log.info("Performing Backward")
     net.backward_from_to()
     compilation.report(log, "the first forward and backward")
-    records = net.records
     log.info("*** Benchmark begins ***")
     log.info("Testing for %d iterations.", iterations)
+    timings = time_layers(net, iterations, on_iteration=lambda j, ms: log.info(
+        "Iteration: %d forward-backward time: %s ms.", j + 1, fmt(ms)))
+    log.info("Average time per layer: ")
+    for name, forward_ms, backward_ms in timings["layers"]:
+        log.info("%10s\tforward: %s ms.", name, fmt(forward_ms))
+        log.info("%10s\tbackward: %s ms.", name, fmt(backward_ms))
+    log.info("Average Forward pass: %s ms.", fmt(timings["forward"]))
+    log.info("Average Backward pass: %s ms.", fmt(timings["backward"]))
+    log.info("Average Forward-Backward: %s ms.", fmt(timings["forward_backward"]))
+    log.info("Total Time: %s ms.", fmt(timings["total"]))
+    log.info("*** Benchmark ends ***")
+    return timings
+
+
+def time_layers(net, iterations, on_iteration=None):
+    """Caffe's ``time`` loop: every layer's forward, then backward, timed one by one.
+
+    Returns mean milliseconds per iteration: ``layers`` [(name, forward, backward)],
+    ``forward``, ``backward``, ``forward_backward``, and ``total`` (all iterations). The bench
+    (bench/nets.py) runs the same loop, so its per-layer sums add up to ``protonet time``'s.
+    ``on_iteration(j, ms)`` is called after each iteration.
+    """
+    records = net.records
     forward_ms = np.zeros(len(records))
     backward_ms = np.zeros(len(records))
     total_forward = total_backward = 0.0
@@ -319,20 +341,10 @@ def _benchmark(net, iterations):
             if net.check_nan and record.need_backward:
                 _with_batch(functools.partial(net.check_backward_finite, i), j)
         total_backward += (clock() - middle) * 1000
-        log.info("Iteration: %d forward-backward time: %s ms.", j + 1,
-                 fmt((clock() - iter_start) * 1000))
+        if on_iteration is not None:
+            on_iteration(j, (clock() - iter_start) * 1000)
     total = (clock() - total_start) * 1000
     n = max(iterations, 1)
-    log.info("Average time per layer: ")
-    for i, record in enumerate(records):
-        name = record.param.name
-        log.info("%10s\tforward: %s ms.", name, fmt(forward_ms[i] / n))
-        log.info("%10s\tbackward: %s ms.", name, fmt(backward_ms[i] / n))
-    log.info("Average Forward pass: %s ms.", fmt(total_forward / n))
-    log.info("Average Backward pass: %s ms.", fmt(total_backward / n))
-    log.info("Average Forward-Backward: %s ms.", fmt(total / n))
-    log.info("Total Time: %s ms.", fmt(total))
-    log.info("*** Benchmark ends ***")
     return {
         "layers": [(r.param.name, forward_ms[i] / n, backward_ms[i] / n)
                    for i, r in enumerate(records)],
