@@ -262,7 +262,7 @@ class BaseConvolutionLayer(Layer):
         if self.batched:
             self.workspace.reserve(OUT_SLOT, self.chunk * self.conv_out_channels * self.col_dim)
 
-    # ---- the GEMM passes over (image, output) role arrays ----------------------------------
+    # ---- views and scratch -------------------------------------------------------------------
     def _col(self, count):
         """The first ``count`` elements of the col buffer (shared by the net's conv layers)."""
         return self.workspace.get(COL_SLOT, count)
@@ -275,25 +275,34 @@ class BaseConvolutionLayer(Layer):
         return ((start, min(start + self.chunk, self.num))
                 for start in range(0, self.num, self.chunk))
 
-    def _columns(self, im, start, stop):
-        """The col matrix of images start..stop, (images, group, kernel_dim, col_dim)."""
-        if self.is_1x1:
-            return self._groups(im, start, stop, self.kernel_dim)
-        col = self._col((stop - start) * self.group * self.kernel_dim * self.col_dim)
-        self.geometry.im2col(im[start:stop], self.col_spatial, col)
-        return col.reshape(stop - start, self.group, self.kernel_dim, self.col_dim)
-
     def _weight_groups(self):
         return self.blobs[0].data.reshape(self.group, -1, self.kernel_dim)
 
-    # ---- the batched layout: (rows, images · col_dim) ----------------------------------------
-    def _batched_columns(self, im, start, stop):
-        """im2col of images start..stop into (group, kernel_dim, images · col_dim)."""
+    def _columns(self, im, start, stop):
+        """im2col of images start..stop: (images, group, kernel_dim, col_dim), or in the batched
+        layout (group, kernel_dim, images · col_dim)."""
         m = stop - start
-        rows = self.group * self.kernel_dim
-        col = self._col(rows * m * self.col_dim)
-        self.geometry.im2col(im[start:stop], self.col_spatial, col, rows_first=True)
-        return col.reshape(self.group, self.kernel_dim, m * self.col_dim)
+        if self.batched:
+            col = self._col(self.group * self.kernel_dim * m * self.col_dim)
+            self.geometry.im2col(im[start:stop], self.col_spatial, col, rows_first=True)
+            return col.reshape(self.group, self.kernel_dim, m * self.col_dim)
+        if self.is_1x1:
+            return self._groups(im, start, stop, self.kernel_dim)
+        col = self._col(m * self.group * self.kernel_dim * self.col_dim)
+        self.geometry.im2col(im[start:stop], self.col_spatial, col)
+        return col.reshape(m, self.group, self.kernel_dim, self.col_dim)
+
+    def _out_chunk(self, out, start, stop):
+        """The output role of images start..stop as the GEMMs read it: (images, group, mg,
+        col_dim), or in the batched layout a copy (group, mg, images · col_dim)."""
+        mg = self.conv_out_channels // self.group
+        if not self.batched:
+            return self._groups(out, start, stop, mg)
+        m = stop - start
+        buffer = self._batched_out(m)
+        np.copyto(buffer, out[start:stop].reshape(m, self.conv_out_channels,
+                                                  self.col_dim).swapaxes(0, 1))
+        return buffer.reshape(self.group, mg, m * self.col_dim)
 
     def _batched_out(self, m):
         """Scratch for the output role in the batched layout, (channels, images, col_dim)."""
@@ -301,86 +310,80 @@ class BaseConvolutionLayer(Layer):
         return self.workspace.get(OUT_SLOT, count).reshape(self.conv_out_channels, m,
                                                             self.col_dim)
 
-    def _transposed_out(self, out, start, stop):
-        """out[start:stop] (images, channels, col_dim) copied to (group, mg, images · col_dim)."""
-        m = stop - start
-        buffer = self._batched_out(m)
-        np.copyto(buffer, out[start:stop].reshape(m, self.conv_out_channels,
-                                                  self.col_dim).swapaxes(0, 1))
-        return buffer.reshape(self.group, -1, m * self.col_dim)
+    # ---- one chunk of each GEMM pass ----------------------------------------------------------
+    def _weight_gradient_chunk(self, im, out_chunk, start, stop, weight_diff):
+        """weight diff += Σ_images out ⊛ imᵀ over images start..stop (Caffe's weight_cpu_gemm).
 
-    def _im_to_out_batched(self, im, out):
+        Caffe quirk: the weight gradient is added to the diff, never assigned, so successive
+        backwards and several bottoms accumulate (base_conv_layer.cpp, GEMM with beta 1).
+        """
+        columns = self._columns(im, start, stop)
+        if self.batched:
+            np.matmul(out_chunk, columns.transpose(0, 2, 1), out=self._weight_buffer)
+            weight_diff += self._weight_buffer
+            return
+        for i in range(stop - start):
+            np.matmul(out_chunk[i], columns[i].transpose(0, 2, 1), out=self._weight_buffer)
+            weight_diff += self._weight_buffer
+
+    def _out_to_im_chunk(self, out_chunk, im, start, stop):
+        """im[start:stop] = col2im(Wᵀ · out) (Caffe's backward_cpu_gemm; overwrites im)."""
+        weights_t = self._weight_groups().transpose(0, 2, 1)
+        m = stop - start
+        if self.batched:
+            col = self._col(self.group * self.kernel_dim * m * self.col_dim)
+            np.matmul(weights_t, out_chunk, out=col.reshape(self.group, self.kernel_dim, -1))
+            self.geometry.col2im(col, self.col_spatial, im[start:stop], rows_first=True)
+        elif self.is_1x1:
+            np.matmul(weights_t, out_chunk, out=self._groups(im, start, stop, self.kernel_dim))
+        else:
+            col = self._col(m * self.group * self.kernel_dim * self.col_dim)
+            np.matmul(weights_t, out_chunk, out=col.reshape(m, self.group, self.kernel_dim,
+                                                            self.col_dim))
+            self.geometry.col2im(col, self.col_spatial, im[start:stop])
+
+    # ---- the passes over the batch --------------------------------------------------------------
+    def _im_to_out(self, im, out):
+        """out = W ⊛ im: Caffe's forward_cpu_gemm. im/out are role-shaped arrays."""
         weights = self._weight_groups()
+        mg = self.conv_out_channels // self.group
         for start, stop in self._chunks():
+            if not self.batched:
+                np.matmul(weights, self._columns(im, start, stop),
+                          out=self._groups(out, start, stop, mg))
+                continue
             m = stop - start
             buffer = self._batched_out(m)
-            np.matmul(weights, self._batched_columns(im, start, stop),
-                      out=buffer.reshape(self.group, -1, m * self.col_dim))
+            np.matmul(weights, self._columns(im, start, stop),
+                      out=buffer.reshape(self.group, mg, m * self.col_dim))
             np.copyto(out[start:stop].reshape(m, self.conv_out_channels, self.col_dim),
                       buffer.swapaxes(0, 1))
 
-    def _out_to_im_batched(self, out, im):
-        weights_t = self._weight_groups().transpose(0, 2, 1)
-        for start, stop in self._chunks():
-            m = stop - start
-            out_t = self._transposed_out(out, start, stop)
-            rows = self.group * self.kernel_dim
-            col = self._col(rows * m * self.col_dim)
-            np.matmul(weights_t, out_t, out=col.reshape(self.group, self.kernel_dim, -1))
-            self.geometry.col2im(col, self.col_spatial, im[start:stop], rows_first=True)
-
-    def _weight_gradient_batched(self, im, out, weight_diff):
-        for start, stop in self._chunks():
-            columns = self._batched_columns(im, start, stop)
-            out_t = self._transposed_out(out, start, stop)
-            np.matmul(out_t, columns.transpose(0, 2, 1), out=self._weight_buffer)
-            weight_diff += self._weight_buffer
-
-    # ---- the three GEMM passes ---------------------------------------------------------------
-    def _im_to_out(self, im, out):
-        """out = W ⊛ im: Caffe's forward_cpu_gemm. im/out are role-shaped arrays."""
-        if self.batched:
-            self._im_to_out_batched(im, out)
-            return
-        weights = self._weight_groups()
-        mg = self.conv_out_channels // self.group
-        for start, stop in self._chunks():
-            np.matmul(weights, self._columns(im, start, stop),
-                      out=self._groups(out, start, stop, mg))
-
     def _out_to_im(self, out, im):
-        """im = Wᵀ ⊛ out, folded back by col2im: Caffe's backward_cpu_gemm (overwrites im)."""
-        if self.batched:
-            self._out_to_im_batched(out, im)
-            return
-        weights_t = self._weight_groups().transpose(0, 2, 1)
-        mg = self.conv_out_channels // self.group
+        """im = Wᵀ ⊛ out, folded back by col2im (overwrites im)."""
         for start, stop in self._chunks():
-            if self.is_1x1:
-                np.matmul(weights_t, self._groups(out, start, stop, mg),
-                          out=self._groups(im, start, stop, self.kernel_dim))
-                continue
-            count = (stop - start) * self.group * self.kernel_dim * self.col_dim
-            col = self._col(count).reshape(stop - start, self.group, self.kernel_dim,
-                                                    self.col_dim)
-            np.matmul(weights_t, self._groups(out, start, stop, mg), out=col)
-            self.geometry.col2im(col, self.col_spatial, im[start:stop])
+            self._out_to_im_chunk(self._out_chunk(out, start, stop), im, start, stop)
 
     def _weight_gradient(self, im, out):
-        """weight diff += Σ_images out ⊛ imᵀ: Caffe's weight_cpu_gemm (accumulates)."""
-        # Caffe quirk: the weight gradient is added to the diff, never assigned, so successive
-        # backwards and several bottoms accumulate (base_conv_layer.cpp, GEMM with beta 1).
+        """weight diff += Σ_images out ⊛ imᵀ (accumulates)."""
         weight_diff = self.blobs[0].diff.reshape(self.group, -1, self.kernel_dim)
-        if self.batched:
-            self._weight_gradient_batched(im, out, weight_diff)
-            return
-        mg = self.conv_out_channels // self.group
         for start, stop in self._chunks():
-            columns = self._columns(im, start, stop)
-            out_groups = self._groups(out, start, stop, mg)
-            for i in range(stop - start):
-                np.matmul(out_groups[i], columns[i].transpose(0, 2, 1), out=self._weight_buffer)
-                weight_diff += self._weight_buffer
+            self._weight_gradient_chunk(im, self._out_chunk(out, start, stop), start, stop,
+                                        weight_diff)
+
+    def _gradients(self, im, out, im_diff, weights):
+        """Both gradients in one pass over the batch: per chunk, the weight gradient, then the
+        data gradient into ``im_diff`` (None: not wanted). ``weights``: whether the weight
+        gradient is wanted. Each chunk of ``out`` is read (and, batched, transposed) once and
+        is still in cache for the second GEMM; the numbers are those of the two passes."""
+        weight_diff = self.blobs[0].diff.reshape(self.group, -1, self.kernel_dim)
+        for start, stop in self._chunks():
+            out_chunk = self._out_chunk(out, start, stop)
+            if weights:
+                self._weight_gradient_chunk(im, out_chunk, start, stop, weight_diff)
+            if im_diff is not None:
+                # The data gradient overwrites the col buffer the weight gradient read.
+                self._out_to_im_chunk(out_chunk, im_diff, start, stop)
 
     def _add_bias(self, top):
         if self.bias_term:
@@ -419,11 +422,11 @@ class ConvolutionLayer(BaseConvolutionLayer):
     def backward(self, tops, propagate_down, bottoms):
         for top, down, bottom in zip(tops, propagate_down, bottoms):
             self._bias_gradient(top)
-            top_diff = top.diff.reshape(self.out_shape)
-            if self.param_propagate_down[0]:
-                self._weight_gradient(bottom.data.reshape(self.im_shape), top_diff)
-            if down:
-                self._out_to_im(top_diff, bottom.diff.reshape(self.im_shape))
+            if self.param_propagate_down[0] or down:
+                self._gradients(bottom.data.reshape(self.im_shape),
+                                top.diff.reshape(self.out_shape),
+                                bottom.diff.reshape(self.im_shape) if down else None,
+                                self.param_propagate_down[0])
 
 
 @register("Deconvolution")
