@@ -9,82 +9,117 @@ Notation:
     denom                per-d divisor: sqrt(var + eps) for BatchNorm, sqrt(var) + eps for MVN.
 
 Every kernel runs over d (``prange`` from ``elementwise.PARALLEL_MIN`` elements on, serially
-below); each d reads and writes only x[:, d, :], so outputs may alias inputs and the sums
-(float64, in the order outer then inner) do not depend on the thread count.
+below); each d reads and writes only x[:, d, :], so outputs may alias inputs and the sums do not
+depend on the thread count: float64, per plane in ``elementwise.LANES`` interleaved partial sums,
+then over o in order (``elementwise._plane_sum``). ``standardize`` does a training forward in
+three passes over each d's data, all while it is in cache: mean, variance, then the normalised
+values written to the top and to the copy backward keeps. In-place calls pass one array twice
+to the inlined loops (see elementwise.py's NOTE on aliasing); flat views use uint64 indices.
 """
 
 import numpy as np
 from numba import njit, prange
+from numba import uint64 as _u
 
-from .elementwise import PARALLEL_MIN
+from .elementwise import DOT, PARALLEL_MIN, SQDEV, SUM, _axis_sum_index, _same
 
 # normalize_backward modes.
 SCALE_ONLY = 0  # dx = dy / denom (BatchNorm with global statistics)
 CENTER = 1      # dx = dy − mean(dy) (MVN without normalize_variance)
 FULL = 2        # dx = (dy − mean(dy) − mean(dy·y)·y) / denom
 
+# standardize's denominators.
+GIVEN = -1          # mean and denom given, nothing computed (normalize_forward)
+NO_VARIANCE = 0     # denom left as it is, var not computed (MVN without normalize_variance)
+EPS_IN_SQRT = 1     # sqrt(var + eps) (BatchNorm)
+EPS_AFTER_SQRT = 2  # sqrt(var) + eps (MVN)
+
 
 @njit(inline="always", error_model="numpy")
-def _moments_index(x, with_var, mean, var, d):
-    outer, inner = x.shape[0], x.shape[2]
-    m = outer * inner
-    acc = 0.0
-    for o in range(outer):
-        for i in range(inner):
-            acc += x[o, d, i]
-    mu = np.float32(acc / m)
+def _moments_index(xf, with_var, mean, var, d, dim, inner):
+    """mean[d], and var[d] if with_var, of flat x's planes x[:, d, :]."""
+    m = xf.shape[0] // dim if dim else 0
+    zero = np.float32(0.0)
+    mu = np.float32(_axis_sum_index(SUM, xf, xf, zero, d, dim, inner) / m)
     mean[d] = mu
     if with_var:
-        acc = 0.0
-        for o in range(outer):
-            for i in range(inner):
-                t = np.float64(x[o, d, i] - mu)
-                acc += t * t
-        var[d] = np.float32(acc / m)
+        var[d] = np.float32(_axis_sum_index(SQDEV, xf, xf, mu, d, dim, inner) / m)
 
 
 @njit(inline="always", error_model="numpy")
-def _normalize_plane(x, mean, denom, y, od):
-    dim, inner = x.shape[1], x.shape[2]
-    o = od // dim
-    d = od % dim
+def _normalize_index(xf, mean, denom, y, y_copy, d, dim, inner):
+    """y = y_copy = (x − mean[d]) / denom[d] over the planes x[:, d, :] (flat views)."""
+    outer = xf.shape[0] // (dim * inner) if dim * inner else 0
     mu = mean[d]
     sd = denom[d]
-    for i in range(inner):
-        y[o, d, i] = (x[o, d, i] - mu) / sd
+    for o in range(outer):
+        lo = _u((o * dim + d) * inner)
+        for i in range(lo, lo + _u(inner)):
+            v = (xf[i] - mu) / sd
+            y[i] = v
+            y_copy[i] = v
 
 
 @njit(inline="always", error_model="numpy")
-def _normalize_backward_index(mode, dy, y, denom, dx, d):
-    outer, inner = dy.shape[0], dy.shape[2]
+def _standardize_index(xf, eps, denom_mode, mean, var, denom, y, y_copy, d, dim, inner):
+    if denom_mode != GIVEN:
+        _moments_index(xf, denom_mode != NO_VARIANCE, mean, var, d, dim, inner)
+    if denom_mode == EPS_IN_SQRT:
+        denom[d] = np.sqrt(var[d] + eps)
+    elif denom_mode == EPS_AFTER_SQRT:
+        denom[d] = np.sqrt(var[d]) + eps
+    _normalize_index(xf, mean, denom, y, y_copy, d, dim, inner)
+
+
+@njit(inline="always", error_model="numpy")
+def _standardize_all(xf, eps, denom_mode, mean, var, denom, y, y_copy, dim, inner):
+    if xf.shape[0] < PARALLEL_MIN:
+        for d in range(dim):
+            _standardize_index(xf, eps, denom_mode, mean, var, denom, y, y_copy, d, dim, inner)
+    else:
+        for d in prange(dim):
+            _standardize_index(xf, eps, denom_mode, mean, var, denom, y, y_copy, d, dim, inner)
+
+
+@njit(inline="always", error_model="numpy")
+def _normalize_backward_index(mode, dy, y, denom, dx, d, dim, inner):
+    """One d of normalize_backward over flat views."""
+    outer = dy.shape[0] // (dim * inner) if dim * inner else 0
     m = outer * inner
     sd = denom[d]
     if mode == SCALE_ONLY:
         for o in range(outer):
-            for i in range(inner):
-                dx[o, d, i] = dy[o, d, i] / sd
+            lo = _u((o * dim + d) * inner)
+            for i in range(lo, lo + _u(inner)):
+                dx[i] = dy[i] / sd
         return
-    sum_dy = 0.0
-    sum_dy_y = 0.0
-    for o in range(outer):
-        for i in range(inner):
-            g = dy[o, d, i]
-            sum_dy += g
-            if mode == FULL:
-                sum_dy_y += np.float64(g) * np.float64(y[o, d, i])
+    zero = np.float32(0.0)
+    sum_dy = _axis_sum_index(SUM, dy, dy, zero, d, dim, inner)
     if mode == CENTER:
         mu = np.float32(sum_dy / m)
         for o in range(outer):
-            for i in range(inner):
-                dx[o, d, i] = dy[o, d, i] - mu
+            lo = _u((o * dim + d) * inner)
+            for i in range(lo, lo + _u(inner)):
+                dx[i] = dy[i] - mu
         return
-    s1 = np.float32(sum_dy_y)
+    s1 = np.float32(_axis_sum_index(DOT, dy, y, zero, d, dim, inner))
     s2 = np.float32(sum_dy)
     neg_inv_m = np.float32(-1.0 / m)
     for o in range(outer):
-        for i in range(inner):
-            t = y[o, d, i] * s1 + s2
-            dx[o, d, i] = (dy[o, d, i] + t * neg_inv_m) / sd
+        lo = _u((o * dim + d) * inner)
+        for i in range(lo, lo + _u(inner)):
+            t = y[i] * s1 + s2
+            dx[i] = (dy[i] + t * neg_inv_m) / sd
+
+
+@njit(inline="always", error_model="numpy")
+def _normalize_backward_all(mode, dy, y, denom, dx, dim, inner):
+    if dy.shape[0] < PARALLEL_MIN:
+        for d in range(dim):
+            _normalize_backward_index(mode, dy, y, denom, dx, d, dim, inner)
+    else:
+        for d in prange(dim):
+            _normalize_backward_index(mode, dy, y, denom, dx, d, dim, inner)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -94,28 +129,43 @@ def moments(x, with_var, mean, var):
     x: (outer, dim, inner) float32; mean, var: (dim,) float32, written (var only with_var). The
     centred values are rounded to float32 before squaring, as Caffe's (X − EX)² in float is.
     """
-    dim = x.shape[1]
+    dim, inner = x.shape[1], x.shape[2]
+    xf = x.reshape(-1)
     if x.size < PARALLEL_MIN:
         for d in range(dim):
-            _moments_index(x, with_var, mean, var, d)
+            _moments_index(xf, with_var, mean, var, d, dim, inner)
     else:
         for d in prange(dim):
-            _moments_index(x, with_var, mean, var, d)
+            _moments_index(xf, with_var, mean, var, d, dim, inner)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
+def standardize(x, eps, denom_mode, mean, var, denom, y, y_copy):
+    """The statistics and the normalised input in one call, per d with its data in cache.
+
+    mean, var as ``moments`` (var only unless NO_VARIANCE; neither with GIVEN, which reads
+    mean); denom[d] per ``denom_mode`` from var[d] and eps (float32), or read as given with
+    NO_VARIANCE and GIVEN; then
+    y = y_copy = (x − mean[d]) / denom[d]. x, y, y_copy: (outer, dim, inner) float32; mean,
+    var, denom: (dim,). y may be x; y_copy must alias neither (pass y itself for no copy).
+    """
+    dim, inner = x.shape[1], x.shape[2]
+    xf = x.reshape(-1)
+    if _same(x, y):
+        _standardize_all(xf, eps, denom_mode, mean, var, denom, xf, y_copy.reshape(-1), dim,
+                         inner)
+    else:
+        _standardize_all(xf, eps, denom_mode, mean, var, denom, y.reshape(-1),
+                         y_copy.reshape(-1), dim, inner)
+
+
+@njit(cache=True, error_model="numpy")
 def normalize_forward(x, mean, denom, y):
     """y[o, d, i] = (x[o, d, i] − mean[d]) / denom[d], in float32.
 
     x, y: (outer, dim, inner); mean, denom: (dim,); y may be x.
     """
-    outer, dim, inner = x.shape
-    if x.size < PARALLEL_MIN:
-        for od in range(outer * dim):
-            _normalize_plane(x, mean, denom, y, od)
-    else:
-        for od in prange(outer * dim):
-            _normalize_plane(x, mean, denom, y, od)
+    standardize(x, np.float32(0.0), GIVEN, mean, mean, denom, y, y)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -126,10 +176,9 @@ def normalize_backward(mode, dy, y, denom, dx):
     input), read only by FULL. dx may be dy. FULL follows batch_norm_layer.cpp's order:
     dx = (dy − (y · Σ(dy·y) + Σdy) / m) / denom.
     """
-    dim = dy.shape[1]
-    if dy.size < PARALLEL_MIN:
-        for d in range(dim):
-            _normalize_backward_index(mode, dy, y, denom, dx, d)
+    dim, inner = dy.shape[1], dy.shape[2]
+    dyf = dy.reshape(-1)
+    if _same(dy, dx):
+        _normalize_backward_all(mode, dyf, y.reshape(-1), denom, dyf, dim, inner)
     else:
-        for d in prange(dim):
-            _normalize_backward_index(mode, dy, y, denom, dx, d)
+        _normalize_backward_all(mode, dyf, y.reshape(-1), denom, dx.reshape(-1), dim, inner)

@@ -8,10 +8,12 @@ Notation:
     p                  a 4-tuple of float32 scalars, an op's parameters (see ``OPS``).
 
 Unary ops are selected by an integer op code (``RELU``, ``SIGMOID``...), one kernel pair for all:
-``unary_forward(op, p, x, y)`` and ``unary_backward(op, p, x, y, dy, dx)``. The branch on ``op``
-is loop-invariant and costs nothing measurable next to the memory traffic. Scalar parameters
-are float32, so the arithmetic is Caffe's float arithmetic; where Caffe's source computes in
-double (Sigmoid, BNLL, Swish's derivative) we do too.
+``unary_forward(op, p, x, y)`` and ``unary_backward(op, p, x, y, dy, dx)``. ReLU, by far the most
+used, branches off before the loop into its own block loops, which vectorise; the other ops
+branch on ``op`` per element, which blocks SIMD but matters little next to their
+transcendental functions. Scalar parameters are float32, so the arithmetic is Caffe's float
+arithmetic; where Caffe's source computes in double (Sigmoid, BNLL, Swish's derivative) we do
+too.
 
 Small arrays (fewer than ``PARALLEL_MIN`` elements) run on the calling thread: waking the thread
 pool costs more than the work (about 10 µs on an idle machine, far more on a busy one). Both
@@ -22,14 +24,24 @@ as C gives Caffe, instead of raising (and both the serial and the ``prange`` pat
 
 Aliasing: every element-wise kernel may write its output over any of its inputs
 (``y is x``, ``dx is dy``): element ``i`` is read before it is written, and nothing else
-reads it afterwards. Reductions (``axis_sum``, ``axis_dot``, ``prelu_slope_grad``) sum each
-output in one fixed order (outer, then inner) in float64, whatever the thread count.
+reads it afterwards. NOTE: LLVM cannot prove that two array arguments do not overlap, so it
+guards a vectorised loop with a run-time overlap test and falls back to scalar code when they
+do, which is exactly the in-place case. The vectorised kernels therefore test for an in-place
+call (``_same``) and then pass the one array twice to an inlined loop, where LLVM sees a single
+pointer. They index flat views with uint64 (``_u``; see pooling.py's NOTE) in blocks of
+``BLOCK`` elements.
+
+Reductions (``axis_sum``, ``axis_dot``, ``prelu_slope_grad``) sum each output in float64 in
+one fixed order, whatever the thread count: per plane x[o, d, :] in ``LANES`` interleaved
+partial sums (``_plane_sum``; independent chains instead of one add-latency-bound chain), then
+over o in order.
 """
 
 import math
 
 import numpy as np
 from numba import njit, prange
+from numba import uint64 as _u
 
 RELU = 0        # p = (negative_slope, -, -, -)
 ELU = 1         # p = (alpha, -, -, -)
@@ -54,6 +66,10 @@ OPS = {
 BNLL_THRESHOLD = 50.0
 # Below this many elements a kernel stays on the calling thread (see the module docstring).
 PARALLEL_MIN = 1 << 15
+# Elements per task of the vectorised kernels' parallel loops (64 KB of float32).
+BLOCK = 1 << 14
+# Partial sums per plane in ``_plane_sum``.
+LANES = 8
 
 
 def params(*values):
@@ -178,13 +194,71 @@ def _backward_one(op, p, x, y, dy):
         return dy * (one if (x >= p[0] and x <= p[1]) else zero)
 
 
+# ---- ReLU blocks ------------------------------------------------------------------------------
+
+@njit(inline="always", error_model="numpy")
+def _same(a, b):
+    """Whether two arrays start at the same address (an in-place call)."""
+    return a.ctypes.data == b.ctypes.data
+
+
+@njit(inline="always", error_model="numpy")
+def _block(b, n):
+    """Flat index range [lo, hi) of block b of an n-element array, as uint64."""
+    lo = b * BLOCK
+    return _u(lo), _u(min(lo + BLOCK, n))
+
+
+@njit(inline="always", error_model="numpy")
+def _relu_forward_block(slope, x, y, b):
+    lo, hi = _block(b, x.shape[0])
+    for i in range(lo, hi):
+        y[i] = _leaky(x[i], slope)
+
+
+@njit(inline="always", error_model="numpy")
+def _relu_backward_block(slope, x, dy, dx, b):
+    lo, hi = _block(b, x.shape[0])
+    for i in range(lo, hi):
+        dx[i] = dy[i] * _leaky_grad(x[i], slope)
+
+
+@njit(inline="always", error_model="numpy")
+def _relu_forward_blocks(slope, x, y):
+    n = x.shape[0]
+    blocks = (n + BLOCK - 1) // BLOCK
+    if n < PARALLEL_MIN:
+        for b in range(blocks):
+            _relu_forward_block(slope, x, y, b)
+    else:
+        for b in prange(blocks):
+            _relu_forward_block(slope, x, y, b)
+
+
+@njit(inline="always", error_model="numpy")
+def _relu_backward_blocks(slope, x, dy, dx):
+    n = x.shape[0]
+    blocks = (n + BLOCK - 1) // BLOCK
+    if n < PARALLEL_MIN:
+        for b in range(blocks):
+            _relu_backward_block(slope, x, dy, dx, b)
+    else:
+        for b in prange(blocks):
+            _relu_backward_block(slope, x, dy, dx, b)
+
+
 # ---- unary kernels ---------------------------------------------------------------------------
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def unary_forward(op, p, x, y):
     """y[i] = f_op(x[i]; p). x, y: (n,) float32; y may be x."""
     n = x.shape[0]
-    if n < PARALLEL_MIN:
+    if op == RELU:
+        if _same(x, y):
+            _relu_forward_blocks(p[0], x, x)
+        else:
+            _relu_forward_blocks(p[0], x, y)
+    elif n < PARALLEL_MIN:
         for i in range(n):
             y[i] = _forward_one(op, p, x[i])
     else:
@@ -200,7 +274,12 @@ def unary_backward(op, p, x, y, dy, dx):
     sign of its input from its output.
     """
     n = x.shape[0]
-    if n < PARALLEL_MIN:
+    if op == RELU:
+        if _same(dy, dx):
+            _relu_backward_blocks(p[0], x, dy, dy)
+        else:
+            _relu_backward_blocks(p[0], x, dy, dx)
+    elif n < PARALLEL_MIN:
         for i in range(n):
             dx[i] = _backward_one(op, p, x[i], y[i], dy[i])
     else:
@@ -245,24 +324,85 @@ def multiply(a, b, out):
 # ---- per-axis broadcasts (Scale, Bias, PReLU) ------------------------------------------------
 # Each helper handles one plane x[o, d, :] (od = o · dim + d) or one reduction index d.
 
-@njit(inline="always", error_model="numpy")
-def _scale_plane(x, s, y, od):
-    dim, inner = x.shape[1], x.shape[2]
-    o = od // dim
-    d = od % dim
-    factor = s[d]
-    for i in range(inner):
-        y[o, d, i] = x[o, d, i] * factor
+SUM = 0     # _plane_sum terms: a[i]
+DOT = 1     # a[i] · b[i]
+SQDEV = 2   # (a[i] − mu)², the difference rounded to float32 first
 
 
 @njit(inline="always", error_model="numpy")
-def _bias_plane(x, b, y, od):
-    dim, inner = x.shape[1], x.shape[2]
-    o = od // dim
+def _term(kind, a, b, mu, i):
+    if kind == SUM:
+        return np.float64(a[i])
+    if kind == DOT:
+        return np.float64(a[i]) * np.float64(b[i])
+    t = np.float64(a[i] - mu)
+    return t * t
+
+
+@njit(inline="always", error_model="numpy")
+def _plane_sum(kind, a, b, mu, lo, hi):
+    """Σ_{lo ≤ i < hi} term(i) in float64 over flat a (and b): LANES interleaved partial sums
+    (lane k takes i ≡ lo + k), added pairwise at the end; the order is fixed by lo and hi."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    i = lo
+    while i + _u(LANES) <= hi:
+        s0 += _term(kind, a, b, mu, i)
+        s1 += _term(kind, a, b, mu, i + _u(1))
+        s2 += _term(kind, a, b, mu, i + _u(2))
+        s3 += _term(kind, a, b, mu, i + _u(3))
+        s4 += _term(kind, a, b, mu, i + _u(4))
+        s5 += _term(kind, a, b, mu, i + _u(5))
+        s6 += _term(kind, a, b, mu, i + _u(6))
+        s7 += _term(kind, a, b, mu, i + _u(7))
+        i += _u(LANES)
+    while i < hi:
+        s0 += _term(kind, a, b, mu, i)
+        i += _u(1)
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+@njit(inline="always", error_model="numpy")
+def _axis_sum_index(kind, a, b, mu, d, dim, inner):
+    """Σ_o Σ_i term over the planes a[o, d, :] of flat (outer · dim · inner) views."""
+    outer = a.shape[0] // (dim * inner) if dim * inner else 0
+    acc = 0.0
+    for o in range(outer):
+        lo = _u((o * dim + d) * inner)
+        acc += _plane_sum(kind, a, b, mu, lo, lo + _u(inner))
+    return acc
+
+
+@njit(inline="always", error_model="numpy")
+def _affine_plane(x, s, t, y, od, dim, inner):
+    """y = x · s[d] + t[d] over plane od of flat views (s or t may be a 1-element stand-in)."""
     d = od % dim
-    value = b[d]
-    for i in range(inner):
-        y[o, d, i] = x[o, d, i] + value
+    factor = s[d % s.shape[0]]
+    value = t[d % t.shape[0]]
+    lo = _u(od * inner)
+    for i in range(lo, lo + _u(inner)):
+        y[i] = x[i] * factor + value
+
+
+@njit(inline="always", error_model="numpy")
+def _affine_planes(x, s, t, y, dim, inner):
+    planes = x.shape[0] // inner if inner else 0
+    if x.shape[0] < PARALLEL_MIN:
+        for od in range(planes):
+            _affine_plane(x, s, t, y, od, dim, inner)
+    else:
+        for od in prange(planes):
+            _affine_plane(x, s, t, y, od, dim, inner)
+
+
+@njit(inline="always", error_model="numpy")
+def _affine(x, s, t, y):
+    """y = x · s[d] + t[d] over (outer, dim, inner) views; in-place calls pass one array."""
+    dim, inner = x.shape[1], x.shape[2]
+    xf = x.reshape(-1)
+    if _same(x, y):
+        _affine_planes(xf, s, t, xf, dim, inner)
+    else:
+        _affine_planes(xf, s, t, y.reshape(-1), dim, inner)
 
 
 @njit(inline="always", error_model="numpy")
@@ -286,26 +426,6 @@ def _prelu_grad_plane(x, dy, slope, dx, od):
 
 
 @njit(inline="always", error_model="numpy")
-def _sum_index(a, accumulate, out, d):
-    outer, inner = a.shape[0], a.shape[2]
-    acc = 0.0
-    for o in range(outer):
-        for i in range(inner):
-            acc += a[o, d, i]
-    out[d] = np.float32(out[d] + acc) if accumulate else np.float32(acc)
-
-
-@njit(inline="always", error_model="numpy")
-def _dot_index(a, b, accumulate, out, d):
-    outer, inner = a.shape[0], a.shape[2]
-    acc = 0.0
-    for o in range(outer):
-        for i in range(inner):
-            acc += np.float64(a[o, d, i]) * np.float64(b[o, d, i])
-    out[d] = np.float32(out[d] + acc) if accumulate else np.float32(acc)
-
-
-@njit(inline="always", error_model="numpy")
 def _slope_grad_index(x, dy, out, d):
     outer, inner = x.shape[0], x.shape[2]
     acc = 0.0
@@ -320,25 +440,31 @@ def _slope_grad_index(x, dy, out, d):
 @njit(cache=True, parallel=True, error_model="numpy")
 def axis_scale(x, s, y):
     """y[o, d, i] = x[o, d, i] · s[d]. x, y: (outer, dim, inner); s: (dim,); y may be x."""
-    outer, dim, inner = x.shape
-    if x.size < PARALLEL_MIN:
-        for od in range(outer * dim):
-            _scale_plane(x, s, y, od)
-    else:
-        for od in prange(outer * dim):
-            _scale_plane(x, s, y, od)
+    # −0 is the exact identity of +: x · s + (−0) is x · s to the bit, −0 included.
+    _affine(x, s, np.full(1, -0.0, np.float32), y)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def axis_bias(x, b, y):
     """y[o, d, i] = x[o, d, i] + b[d]. x, y: (outer, dim, inner); b: (dim,); y may be x."""
-    outer, dim, inner = x.shape
-    if x.size < PARALLEL_MIN:
-        for od in range(outer * dim):
-            _bias_plane(x, b, y, od)
+    _affine(x, np.ones(1, np.float32), b, y)
+
+
+@njit(inline="always", error_model="numpy")
+def _reduce(kind, a, b, accumulate, out):
+    """out[d] (+)= Σ term over a[:, d, :] (and b) for every d, in float64, rounded once."""
+    dim, inner = a.shape[1], a.shape[2]
+    af = a.reshape(-1)
+    bf = b.reshape(-1)
+    zero = np.float32(0.0)
+    if a.size < PARALLEL_MIN:
+        for d in range(dim):
+            acc = _axis_sum_index(kind, af, bf, zero, d, dim, inner)
+            out[d] = np.float32(out[d] + acc) if accumulate else np.float32(acc)
     else:
-        for od in prange(outer * dim):
-            _bias_plane(x, b, y, od)
+        for d in prange(dim):
+            acc = _axis_sum_index(kind, af, bf, zero, d, dim, inner)
+            out[d] = np.float32(out[d] + acc) if accumulate else np.float32(acc)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -347,25 +473,13 @@ def axis_sum(a, accumulate, out):
 
     ``accumulate``: add to out (param diffs) instead of overwriting it (bottom diffs).
     """
-    dim = a.shape[1]
-    if a.size < PARALLEL_MIN:
-        for d in range(dim):
-            _sum_index(a, accumulate, out, d)
-    else:
-        for d in prange(dim):
-            _sum_index(a, accumulate, out, d)
+    _reduce(SUM, a, a, accumulate, out)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def axis_dot(a, b, accumulate, out):
     """out[d] (+)= Σ_o Σ_i a[o, d, i] · b[o, d, i]. a, b: (outer, dim, inner); out: (dim,)."""
-    dim = a.shape[1]
-    if a.size < PARALLEL_MIN:
-        for d in range(dim):
-            _dot_index(a, b, accumulate, out, d)
-    else:
-        for d in prange(dim):
-            _dot_index(a, b, accumulate, out, d)
+    _reduce(DOT, a, b, accumulate, out)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")

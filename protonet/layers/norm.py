@@ -62,6 +62,7 @@ class BatchNormLayer(Layer):
         self.mean = np.zeros(self.channels, np.float32)
         self.var = np.zeros(self.channels, np.float32)
         self.denom = np.zeros(self.channels, np.float32)
+        self.scratch = np.zeros(self.channels, np.float32)
         self.x_norm = Blob()
 
     def _fix_param_specs(self):
@@ -89,20 +90,21 @@ class BatchNormLayer(Layer):
 
     def forward(self, bottoms, tops):
         x = bottoms[0].data.reshape(self.view)
+        y = tops[0].data.reshape(self.view)
         if self.use_global_stats:
             stored = self.blobs[2].data[0]
             factor = np.float32(0.0) if stored == 0 else np.float32(1.0) / stored
             np.multiply(self.blobs[0].data, factor, out=self.mean)
             np.multiply(self.blobs[1].data, factor, out=self.var)
-        else:
-            bn_kernels.moments(x, True, self.mean, self.var)
-            self._update_running_stats(bottoms[0].count)
-        np.add(self.var, self.eps, out=self.denom)
-        np.sqrt(self.denom, out=self.denom)
-        bn_kernels.normalize_forward(x, self.mean, self.denom, tops[0].data.reshape(self.view))
-        if not self.use_global_stats:
-            # Backward needs y; a later in-place layer may overwrite the top, so keep a copy.
-            self.x_norm.data[...] = tops[0].data
+            np.add(self.var, self.eps, out=self.denom)
+            np.sqrt(self.denom, out=self.denom)
+            bn_kernels.normalize_forward(x, self.mean, self.denom, y)
+            return
+        # Backward needs y; a later in-place layer may overwrite the top, so the kernel also
+        # writes a copy.
+        bn_kernels.standardize(x, self.eps, bn_kernels.EPS_IN_SQRT, self.mean, self.var,
+                               self.denom, y, self.x_norm.data.reshape(self.view))
+        self._update_running_stats(bottoms[0].count)
 
     def _update_running_stats(self, count):
         f = self.moving_average_fraction
@@ -116,8 +118,8 @@ class BatchNormLayer(Layer):
         mean_sum *= f
         mean_sum += self.mean
         var_sum *= f
-        np.multiply(self.var, correction, out=self.denom)  # denom is recomputed after this
-        var_sum += self.denom
+        np.multiply(self.var, correction, out=self.scratch)
+        var_sum += self.scratch
 
     def backward(self, tops, propagate_down, bottoms):
         if not propagate_down[0]:
@@ -176,15 +178,12 @@ class MVNLayer(Layer):
 
     def forward(self, bottoms, tops):
         x = bottoms[0].data.reshape(self.view)
-        bn_kernels.moments(x, self.normalize_variance, self.mean, self.var)
-        if self.normalize_variance:
-            # Caffe quirk: eps is added to the standard deviation, not to the variance as in
-            # BatchNorm (mvn_layer.cpp).
-            np.sqrt(self.var, out=self.denom)
-            self.denom += self.eps
-        bn_kernels.normalize_forward(x, self.mean, self.denom, tops[0].data.reshape(self.view))
-        if self.normalize_variance:
-            self.y.data[...] = tops[0].data
+        y = tops[0].data.reshape(self.view)
+        # Caffe quirk: eps is added to the standard deviation, not to the variance as in
+        # BatchNorm (mvn_layer.cpp). Without normalize_variance denom stays 1.
+        mode = bn_kernels.EPS_AFTER_SQRT if self.normalize_variance else bn_kernels.NO_VARIANCE
+        y_copy = self.y.data.reshape(self.view) if self.normalize_variance else y
+        bn_kernels.standardize(x, self.eps, mode, self.mean, self.var, self.denom, y, y_copy)
 
     def backward(self, tops, propagate_down, bottoms):
         if not propagate_down[0]:

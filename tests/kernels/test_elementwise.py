@@ -236,3 +236,70 @@ def test_parallel_and_serial_paths_agree():
         np.testing.assert_array_equal(small[i], large[i][:n])
     for i in (5, 6):
         np.testing.assert_array_equal(small[i], large[i][:1])
+
+
+# ---- ReLU's vectorised block path --------------------------------------------------------------
+
+def _caffe_relu(x, slope):
+    """relu_layer.cpp in float32: max(x, 0) + slope · min(x, 0) with std::max/min (so −0 stays
+    −0 and NaN stays NaN); dx = dy · ((x > 0) + slope · (x ≤ 0))."""
+    zero = np.float32(0.0)
+    with np.errstate(invalid="ignore"):     # 0 · (−inf) is NaN, in Caffe too
+        y = np.where(x < zero, zero, x) + slope * np.where(zero < x, zero, x)
+    grad = (x > 0).astype(np.float32) + slope * (x <= 0).astype(np.float32)
+    return y, grad
+
+
+# Sizes below, at and above the serial threshold, not multiples of the block or vector width.
+RELU_SIZES = [1, 7, 1001, ew.PARALLEL_MIN - 1, ew.PARALLEL_MIN, 3 * ew.BLOCK + 5]
+
+
+@pytest.mark.parametrize("n", RELU_SIZES)
+@pytest.mark.parametrize("slope", [0.0, 0.1, -0.3])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_relu_block_path_is_caffes_formula_to_the_bit(n, slope, in_place):
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal(n).astype(np.float32)
+    x[: min(n, 6)] = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -1.0], np.float32)[: min(n, 6)]
+    dy = rng.standard_normal(n).astype(np.float32)
+    p = ew.params(slope)
+    expected_y, grad = _caffe_relu(x, np.float32(slope))
+    y = x.copy() if in_place else np.empty_like(x)
+    ew.unary_forward(ew.RELU, p, y if in_place else x, y)
+    np.testing.assert_array_equal(y, expected_y)
+    np.testing.assert_array_equal(np.signbit(y), np.signbit(expected_y))
+    dx = dy.copy() if in_place else np.empty_like(dy)
+    ew.unary_backward(ew.RELU, p, x, y, dx if in_place else dy, dx)
+    np.testing.assert_array_equal(dx, dy * grad)
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_relu_block_path_does_not_depend_on_thread_count(in_place):
+    x = np.random.default_rng(5).standard_normal(4 * ew.BLOCK + 3).astype(np.float32)
+    p = ew.params(0.2)
+
+    def run():
+        y = x.copy() if in_place else np.empty_like(x)
+        ew.unary_forward(ew.RELU, p, y if in_place else x, y)
+        dx = x.copy()
+        ew.unary_backward(ew.RELU, p, x, y, dx, dx if in_place else np.empty_like(x))
+        return y
+
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        single = run()
+    finally:
+        numba.set_num_threads(threads)
+    np.testing.assert_array_equal(single, run())
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5), (3, 4, 3001)])
+def test_axis_scale_keeps_signed_zero_and_runs_in_place(shape):
+    x, _, v = _arrays(shape)
+    x.reshape(-1)[:4] = [0.0, -0.0, np.nan, np.inf]
+    v[0] = -1.0
+    expected = x * v[None, :, None]
+    ew.axis_scale(x, v, x)
+    np.testing.assert_array_equal(x, expected)
+    np.testing.assert_array_equal(np.signbit(x), np.signbit(expected))
