@@ -21,7 +21,9 @@ The caller computes the output shape (Caffe's ``(in + 2p - (d(k-1)+1)) / s + 1``
 it is positive; kernels validate nothing. Every kernel runs in parallel over the ``n * c``
 image planes (``im2col_2d_rows_first``: over the column rows): each iteration writes only its
 own plane's (or row's) elements, so results do not depend on the thread count, and col2im adds
-into each image element in Caffe's order.
+into each image element in Caffe's order. Each kernel has a ``_serial`` twin that runs the same
+per-plane (per-row) helper on the calling thread without holding the GIL: protonet's worker
+threads (protonet/threads.py) lower one chunk of the batch each with it.
 """
 
 from numba import njit, prange
@@ -124,6 +126,16 @@ def _col2im_2d_plane(col, r_mul, r_add, i, ch, ksize, pad, stride, dilation, x):
                     dst[_u(im_base + xo * sw)] += src[_u(col_base + xo)]
 
 
+@njit(inline="always")
+def _im2col_2d_unit(x, ksize, pad, stride, dilation, col, plane):
+    """im2col_2d of one (image, channel) plane."""
+    c = x.shape[1]
+    rows = col.shape[1]
+    flat = col.reshape(x.shape[0] * rows, col.shape[2], col.shape[3])
+    i = plane // c
+    _im2col_2d_plane(x, i, plane % c, ksize, pad, stride, dilation, flat, 1, i * rows)
+
+
 @njit(cache=True, parallel=True)
 def im2col_2d(x, ksize, pad, stride, dilation, col):
     """Lower images to columns.
@@ -131,12 +143,37 @@ def im2col_2d(x, ksize, pad, stride, dilation, col):
     x (n, c, h, w) → col (n, c * kh * kw, oh, ow), every element written (padding as 0).
     ``ksize``, ``pad``, ``stride``, ``dilation`` are (h, w) int tuples. ``col`` must not alias x.
     """
-    n, c = x.shape[0], x.shape[1]
-    rows = col.shape[1]
-    flat = col.reshape(n * rows, col.shape[2], col.shape[3])
-    for plane in prange(n * c):
-        i = plane // c
-        _im2col_2d_plane(x, i, plane % c, ksize, pad, stride, dilation, flat, 1, i * rows)
+    for plane in prange(x.shape[0] * x.shape[1]):
+        _im2col_2d_unit(x, ksize, pad, stride, dilation, col, plane)
+
+
+@njit(cache=True, nogil=True)
+def im2col_2d_serial(x, ksize, pad, stride, dilation, col):
+    """im2col_2d on the calling thread, without the GIL (for protonet's worker threads)."""
+    for plane in range(x.shape[0] * x.shape[1]):
+        _im2col_2d_unit(x, ksize, pad, stride, dilation, col, plane)
+
+
+@njit(inline="always")
+def _im2col_2d_rows_first_unit(x, ksize, pad, stride, dilation, col, row):
+    """im2col_2d_rows_first of one kernel row (one contiguous row of ``col``)."""
+    n, c, h, w = x.shape
+    oh, ow = col.shape[2], col.shape[3]
+    kh, kw = ksize
+    ph, pw = pad
+    sh, sw = stride
+    dh, dw = dilation
+    src = x.reshape(x.size)
+    dst = col.reshape(col.size)
+    kj = row % kw
+    ki = (row // kw) % kh
+    ch = row // (kw * kh)
+    y_lo, y_hi = _valid_range(ki * dh, ph, sh, h, oh)
+    x_lo, x_hi = _valid_range(kj * dw, pw, sw, w, ow)
+    for i in range(n):
+        _im2col_2d_kernel_row(src, (i * c + ch) * h * w, w, ki * dh - ph, kj * dw - pw,
+                              sh, sw, y_lo, y_hi, x_lo, x_hi, dst, (row * n + i) * oh * ow,
+                              oh, ow)
 
 
 @njit(cache=True, parallel=True)
@@ -146,24 +183,25 @@ def im2col_2d_rows_first(x, ksize, pad, stride, dilation, col):
     The columns of all n images sit side by side in each row, so one GEMM covers the batch.
     Parallel over the kernel rows: each iteration writes one contiguous row of ``col``.
     """
-    n, c, h, w = x.shape
-    rows, oh, ow = col.shape[0], col.shape[2], col.shape[3]
-    kh, kw = ksize
-    ph, pw = pad
-    sh, sw = stride
-    dh, dw = dilation
-    src = x.reshape(x.size)
-    dst = col.reshape(col.size)
-    for row in prange(rows):
-        kj = row % kw
-        ki = (row // kw) % kh
-        ch = row // (kw * kh)
-        y_lo, y_hi = _valid_range(ki * dh, ph, sh, h, oh)
-        x_lo, x_hi = _valid_range(kj * dw, pw, sw, w, ow)
-        for i in range(n):
-            _im2col_2d_kernel_row(src, (i * c + ch) * h * w, w, ki * dh - ph, kj * dw - pw,
-                                  sh, sw, y_lo, y_hi, x_lo, x_hi, dst, (row * n + i) * oh * ow,
-                                  oh, ow)
+    for row in prange(col.shape[0]):
+        _im2col_2d_rows_first_unit(x, ksize, pad, stride, dilation, col, row)
+
+
+@njit(cache=True, nogil=True)
+def im2col_2d_rows_first_serial(x, ksize, pad, stride, dilation, col):
+    """im2col_2d_rows_first on the calling thread, without the GIL."""
+    for row in range(col.shape[0]):
+        _im2col_2d_rows_first_unit(x, ksize, pad, stride, dilation, col, row)
+
+
+@njit(inline="always")
+def _col2im_2d_unit(col, ksize, pad, stride, dilation, x, plane):
+    """col2im_2d of one (image, channel) plane."""
+    c = x.shape[1]
+    rows = col.shape[1]
+    flat = col.reshape(x.shape[0] * rows, col.shape[2], col.shape[3])
+    i = plane // c
+    _col2im_2d_plane(flat, 1, i * rows, i, plane % c, ksize, pad, stride, dilation, x)
 
 
 @njit(cache=True, parallel=True)
@@ -174,22 +212,38 @@ def col2im_2d(col, ksize, pad, stride, dilation, x):
     Caffe's order: kernel row, kernel column, output row, output column). ``x`` must not alias
     ``col``.
     """
+    for plane in prange(x.shape[0] * x.shape[1]):
+        _col2im_2d_unit(col, ksize, pad, stride, dilation, x, plane)
+
+
+@njit(cache=True, nogil=True)
+def col2im_2d_serial(col, ksize, pad, stride, dilation, x):
+    """col2im_2d on the calling thread, without the GIL."""
+    for plane in range(x.shape[0] * x.shape[1]):
+        _col2im_2d_unit(col, ksize, pad, stride, dilation, x, plane)
+
+
+@njit(inline="always")
+def _col2im_2d_rows_first_unit(col, ksize, pad, stride, dilation, x, plane):
+    """col2im_2d_rows_first of one (image, channel) plane."""
     n, c = x.shape[0], x.shape[1]
-    rows = col.shape[1]
-    flat = col.reshape(n * rows, col.shape[2], col.shape[3])
-    for plane in prange(n * c):
-        i = plane // c
-        _col2im_2d_plane(flat, 1, i * rows, i, plane % c, ksize, pad, stride, dilation, x)
+    flat = col.reshape(col.shape[0] * n, col.shape[2], col.shape[3])
+    i = plane // c
+    _col2im_2d_plane(flat, n, i, i, plane % c, ksize, pad, stride, dilation, x)
 
 
 @njit(cache=True, parallel=True)
 def col2im_2d_rows_first(col, ksize, pad, stride, dilation, x):
     """col2im_2d from the batched layout col (c * kh * kw, n, oh, ow); same order and result."""
-    n, c = x.shape[0], x.shape[1]
-    flat = col.reshape(col.shape[0] * n, col.shape[2], col.shape[3])
-    for plane in prange(n * c):
-        i = plane // c
-        _col2im_2d_plane(flat, n, i, i, plane % c, ksize, pad, stride, dilation, x)
+    for plane in prange(x.shape[0] * x.shape[1]):
+        _col2im_2d_rows_first_unit(col, ksize, pad, stride, dilation, x, plane)
+
+
+@njit(cache=True, nogil=True)
+def col2im_2d_rows_first_serial(col, ksize, pad, stride, dilation, x):
+    """col2im_2d_rows_first on the calling thread, without the GIL."""
+    for plane in range(x.shape[0] * x.shape[1]):
+        _col2im_2d_rows_first_unit(col, ksize, pad, stride, dilation, x, plane)
 
 
 # ---- N-D ------------------------------------------------------------------------------------
@@ -213,6 +267,21 @@ def _nd_image_index(k_flat, o_flat, im_shape, out_shape, ksize, pad, stride, dil
     return index if inside else -1
 
 
+@njit(inline="always")
+def _im2col_nd_unit(x, im_shape, out_shape, ksize, pad, stride, dilation, col, plane):
+    """im2col_nd of one (image, channel) plane."""
+    c = x.shape[1]
+    kernel_count = col.shape[1] // c
+    i = plane // c
+    ch = plane % c
+    src = x[i, ch]
+    for kk in range(kernel_count):
+        out = col[i, ch * kernel_count + kk]
+        for o in range(col.shape[2]):
+            index = _nd_image_index(kk, o, im_shape, out_shape, ksize, pad, stride, dilation)
+            out[o] = src[index] if index >= 0 else 0.0
+
+
 @njit(cache=True, parallel=True)
 def im2col_nd(x, im_shape, out_shape, ksize, pad, stride, dilation, col):
     """N-D im2col over flattened spatial axes.
@@ -221,18 +290,33 @@ def im2col_nd(x, im_shape, out_shape, ksize, pad, stride, dilation, col):
     The shape and geometry arguments are int tuples of one entry per spatial axis (Caffe's
     ``im2col_nd_cpu``). ``col`` must not alias x.
     """
-    n, c = x.shape[0], x.shape[1]
+    for plane in prange(x.shape[0] * x.shape[1]):
+        _im2col_nd_unit(x, im_shape, out_shape, ksize, pad, stride, dilation, col, plane)
+
+
+@njit(cache=True, nogil=True)
+def im2col_nd_serial(x, im_shape, out_shape, ksize, pad, stride, dilation, col):
+    """im2col_nd on the calling thread, without the GIL."""
+    for plane in range(x.shape[0] * x.shape[1]):
+        _im2col_nd_unit(x, im_shape, out_shape, ksize, pad, stride, dilation, col, plane)
+
+
+@njit(inline="always")
+def _col2im_nd_unit(col, im_shape, out_shape, ksize, pad, stride, dilation, x, plane):
+    """col2im_nd of one (image, channel) plane."""
+    c = x.shape[1]
     kernel_count = col.shape[1] // c
-    out_count = col.shape[2]
-    for plane in prange(n * c):
-        i = plane // c
-        ch = plane % c
-        src = x[i, ch]
-        for kk in range(kernel_count):
-            out = col[i, ch * kernel_count + kk]
-            for o in range(out_count):
-                index = _nd_image_index(kk, o, im_shape, out_shape, ksize, pad, stride, dilation)
-                out[o] = src[index] if index >= 0 else 0.0
+    i = plane // c
+    ch = plane % c
+    dst = x[i, ch]
+    for s in range(x.shape[2]):
+        dst[s] = 0.0
+    for kk in range(kernel_count):
+        src = col[i, ch * kernel_count + kk]
+        for o in range(col.shape[2]):
+            index = _nd_image_index(kk, o, im_shape, out_shape, ksize, pad, stride, dilation)
+            if index >= 0:
+                dst[index] += src[o]
 
 
 @njit(cache=True, parallel=True)
@@ -243,18 +327,12 @@ def col2im_nd(col, im_shape, out_shape, ksize, pad, stride, dilation, x):
     then accumulated in Caffe's order: kernel offset, then output position). ``x`` must not
     alias ``col``.
     """
-    n, c, size = x.shape
-    kernel_count = col.shape[1] // c
-    out_count = col.shape[2]
-    for plane in prange(n * c):
-        i = plane // c
-        ch = plane % c
-        dst = x[i, ch]
-        for s in range(size):
-            dst[s] = 0.0
-        for kk in range(kernel_count):
-            src = col[i, ch * kernel_count + kk]
-            for o in range(out_count):
-                index = _nd_image_index(kk, o, im_shape, out_shape, ksize, pad, stride, dilation)
-                if index >= 0:
-                    dst[index] += src[o]
+    for plane in prange(x.shape[0] * x.shape[1]):
+        _col2im_nd_unit(col, im_shape, out_shape, ksize, pad, stride, dilation, x, plane)
+
+
+@njit(cache=True, nogil=True)
+def col2im_nd_serial(col, im_shape, out_shape, ksize, pad, stride, dilation, x):
+    """col2im_nd on the calling thread, without the GIL."""
+    for plane in range(x.shape[0] * x.shape[1]):
+        _col2im_nd_unit(col, im_shape, out_shape, ksize, pad, stride, dilation, x, plane)
