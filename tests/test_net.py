@@ -283,7 +283,7 @@ def test_conv_layers_share_one_col_buffer_sized_for_the_largest():
     conv1, conv2 = net.layer_dict["conv1"], net.layer_dict["conv2"]
     assert conv1.workspace is conv2.workspace is net.workspace
     # conv1's columns: 2 images x (1 x 5 x 5) rows x 24 x 24 outputs; conv2's: 2 x 100 x 8 x 8.
-    col = net.workspace.get("conv_col", 0).base
+    col = net.workspace.get("conv_col0", 0).base
     assert col.size == max(2 * 25 * 24 * 24, 2 * 100 * 8 * 8) == 28800
     gen = np.random.default_rng(5)
     net.blobs["data"].data[...] = gen.random(net.blobs["data"].shape)

@@ -6,9 +6,14 @@ image directly. When the output plane is small (``col_dim`` ≤ ``BATCHED_MAX_CO
 per-image GEMM is too small for BLAS (N = OH·OW, 49–256), so the *batched* path lowers a chunk
 of images into one ``(rows, images · col_dim)`` matrix instead and issues one GEMM per group
 for the whole chunk (N = images · OH·OW); the output and the top diff are transposed between
-``(images, channels, col_dim)`` and ``(channels, images · col_dim)`` on the way. Deconvolution is the same machinery run backwards (Caffe's
-``BaseConvolutionLayer`` with ``reverse_dimensions``): its forward is convolution's data
-gradient and its data gradient is convolution's forward.
+``(images, channels, col_dim)`` and ``(channels, images · col_dim)`` on the way.
+Deconvolution is the same machinery run backwards (Caffe's ``BaseConvolutionLayer`` with
+``reverse_dimensions``): its forward is convolution's data gradient and its data gradient is
+convolution's forward.
+
+Chunks are independent pieces of work: protonet's worker threads (protonet/threads.py) take
+them in turn, each with its own scratch and single-threaded BLAS, and the weight gradient adds
+the chunks' products in image order, so every result is the same for any thread count.
 
 Roles, as in Caffe's ``base_conv_layer.cpp``: the *image* side is what im2col lowers (the bottom
 of a Convolution, the top of a Deconvolution), with ``conv_in_channels`` channels; the *output*
@@ -20,21 +25,23 @@ k...)`` in both cases.
 import numpy as np
 
 from ...fillers import fill
+from ... import threads
 from ...kernels import im2col as kernels
 from ..base import Layer
 from ..registry import register
 
-# The col buffer holds a chunk of the batch; this bounds its size (elements, 4 MB): a chunk that
-# stays in the last-level cache between im2col and the GEMM is 15-20 % faster than 16 MB ones
-# (CIFAR-10 quick, one thread). One chunk lowers its images in one parallel im2col call and
-# multiplies them in one matmul call.
-COL_BUFFER_MAX_ELEMENTS = 1 << 20
+# A col buffer holds a chunk of the batch; this bounds its size (elements, 2 MB; one buffer per
+# worker thread): chunks that stay in cache between im2col and the GEMM run 15-20 % faster than
+# 16 MB ones (CIFAR-10 quick, one thread), and small chunks give the threads enough pieces.
+COL_BUFFER_MAX_ELEMENTS = 1 << 19
 # Output planes up to this many elements use one GEMM over a chunk of images (see above).
 BATCHED_MAX_COL_DIM = 256
 
-# The workspace slots of the col buffer and of the batched path's transposed output.
+# Workspace slots (one of each per worker thread): the col buffer, the batched path's
+# transposed output, and a weight-gradient product waiting to be added.
 COL_SLOT = "conv_col"
 OUT_SLOT = "conv_out"
+WEIGHT_SLOT = "conv_weight_product"
 
 # (repeated field, prefix of its 2-D _h/_w form or None, default or None when required)
 _SPATIAL_FIELDS = {
@@ -131,42 +138,51 @@ class ConvGeometry:
     def _use_2d(self, num_spatial_axes):
         return num_spatial_axes == 2 and not self.force_nd
 
-    def im2col(self, im, col_shape, col, rows_first=False):
+    def im2col(self, im, col_shape, col, rows_first=False, serial=False):
         """im (n, c, *im_spatial) → col (n · c · kernel_count · prod(col_shape) elements).
 
         ``rows_first``: col is laid out (c · kernel_count, n, *col_shape), the batched layout.
+        ``serial``: run on the calling thread (a worker thread of protonet/threads.py).
         """
         n, c = im.shape[:2]
         rows = c * self.kernel_count
         if self._use_2d(len(col_shape)):
             if rows_first:
-                kernels.im2col_2d_rows_first(im, self.ksize, self.pad, self.stride,
-                                             self.dilation, col.reshape((rows, n) + tuple(col_shape)))
+                kernel = (kernels.im2col_2d_rows_first_serial if serial
+                          else kernels.im2col_2d_rows_first)
+                kernel(im, self.ksize, self.pad, self.stride, self.dilation,
+                       col.reshape((rows, n) + tuple(col_shape)))
             else:
-                kernels.im2col_2d(im, self.ksize, self.pad, self.stride, self.dilation,
-                                  col.reshape((n, rows) + tuple(col_shape)))
+                kernel = kernels.im2col_2d_serial if serial else kernels.im2col_2d
+                kernel(im, self.ksize, self.pad, self.stride, self.dilation,
+                       col.reshape((n, rows) + tuple(col_shape)))
             return
         view = (col.reshape(rows, n, -1).swapaxes(0, 1) if rows_first
                 else col.reshape(n, rows, -1))
-        kernels.im2col_nd(im.reshape(n, c, -1), tuple(im.shape[2:]), tuple(col_shape),
-                          self.ksize, self.pad, self.stride, self.dilation, view)
+        kernel = kernels.im2col_nd_serial if serial else kernels.im2col_nd
+        kernel(im.reshape(n, c, -1), tuple(im.shape[2:]), tuple(col_shape), self.ksize,
+               self.pad, self.stride, self.dilation, view)
 
-    def col2im(self, col, col_shape, im, rows_first=False):
+    def col2im(self, col, col_shape, im, rows_first=False, serial=False):
         """Adjoint of :meth:`im2col`; overwrites im (n, c, *im_spatial)."""
         n, c = im.shape[:2]
         rows = c * self.kernel_count
         if self._use_2d(len(col_shape)):
             if rows_first:
-                kernels.col2im_2d_rows_first(col.reshape((rows, n) + tuple(col_shape)), self.ksize,
-                                             self.pad, self.stride, self.dilation, im)
+                kernel = (kernels.col2im_2d_rows_first_serial if serial
+                          else kernels.col2im_2d_rows_first)
+                kernel(col.reshape((rows, n) + tuple(col_shape)), self.ksize, self.pad,
+                       self.stride, self.dilation, im)
             else:
-                kernels.col2im_2d(col.reshape((n, rows) + tuple(col_shape)), self.ksize,
-                                  self.pad, self.stride, self.dilation, im)
+                kernel = kernels.col2im_2d_serial if serial else kernels.col2im_2d
+                kernel(col.reshape((n, rows) + tuple(col_shape)), self.ksize, self.pad,
+                       self.stride, self.dilation, im)
             return
         view = (col.reshape(rows, n, -1).swapaxes(0, 1) if rows_first
                 else col.reshape(n, rows, -1))
-        kernels.col2im_nd(view, tuple(im.shape[2:]), tuple(col_shape), self.ksize, self.pad,
-                          self.stride, self.dilation, im.reshape(n, c, -1))
+        kernel = kernels.col2im_nd_serial if serial else kernels.col2im_nd
+        kernel(view, tuple(im.shape[2:]), tuple(col_shape), self.ksize, self.pad, self.stride,
+               self.dilation, im.reshape(n, c, -1))
 
 
 class BaseConvolutionLayer(Layer):
@@ -209,8 +225,6 @@ class BaseConvolutionLayer(Layer):
             if self.bias_term:
                 fill(self.add_param_blob((self.num_output,)).data, conv_param.bias_filler)
         self.kernel_dim = self.conv_in_channels // self.group * self.geometry.kernel_count
-        self._weight_buffer = np.zeros((self.group, self.conv_out_channels // self.group,
-                                        self.kernel_dim), dtype=np.float32)
         self._bias_buffer = np.zeros(self.num_output, dtype=np.float32)
 
     def _check_channels(self):
@@ -254,136 +268,164 @@ class BaseConvolutionLayer(Layer):
         self.col_dim = int(np.prod(col_spatial, dtype=np.int64))
         self.top_shape3 = (self.num, self.num_output, int(np.prod(out_spatial, dtype=np.int64)))
         image_col = self.kernel_dim * self.group * self.col_dim
+        # The chunk depends on the shapes alone, never on the thread count: the batched weight
+        # gradient sums over a chunk's images inside one GEMM.
         self.chunk = max(1, min(self.num, COL_BUFFER_MAX_ELEMENTS // max(image_col, 1)))
         self.batched = self.num > 1 and self.chunk > 1 and self.col_dim <= BATCHED_MAX_COL_DIM
-        # Scratch lives in the net's workspace: conv layers never run at the same time.
-        if self.batched or not self.is_1x1:
-            self.workspace.reserve(COL_SLOT, self.chunk * image_col)
-        if self.batched:
-            self.workspace.reserve(OUT_SLOT, self.chunk * self.conv_out_channels * self.col_dim)
+        # Scratch lives in the net's workspace (conv layers never run at the same time), one
+        # set per worker thread; lane 0 is also the scratch of a chunk run alone.
+        lanes = min(threads.num_threads(), -(-self.num // self.chunk))
+        for lane in range(lanes):
+            if self.batched or not self.is_1x1:
+                self.workspace.reserve(f"{COL_SLOT}{lane}", self.chunk * image_col)
+            if self.batched:
+                self.workspace.reserve(f"{OUT_SLOT}{lane}",
+                                       self.chunk * self.conv_out_channels * self.col_dim)
 
     # ---- views and scratch -------------------------------------------------------------------
-    def _col(self, count):
-        """The first ``count`` elements of the col buffer (shared by the net's conv layers)."""
-        return self.workspace.get(COL_SLOT, count)
+    # ``lane`` is the worker thread running a chunk (protonet/threads.py), None for a chunk run
+    # alone on the calling thread with Numba's parallel kernels and threaded BLAS.
+    def _scratch(self, slot, lane, count):
+        return self.workspace.get(f"{slot}{lane or 0}", count)
 
     def _groups(self, array, start, stop, rows):
         """array[start:stop] viewed as (images, group, rows per group, col_dim)."""
         return array[start:stop].reshape(stop - start, self.group, rows, self.col_dim)
 
-    def _chunks(self):
-        return ((start, min(start + self.chunk, self.num))
-                for start in range(0, self.num, self.chunk))
+    def _run_chunks(self, piece, ordered_sum=None):
+        """``piece(start, stop, lane)`` for every chunk of the batch, on the worker threads."""
+        chunks = [(start, min(start + self.chunk, self.num))
+                  for start in range(0, self.num, self.chunk)]
+        threads.run(lambda i, lane: piece(*chunks[i], lane), len(chunks),
+                    on_error=ordered_sum.abandon if ordered_sum is not None else None)
 
     def _weight_groups(self):
         return self.blobs[0].data.reshape(self.group, -1, self.kernel_dim)
 
-    def _columns(self, im, start, stop):
+    def _columns(self, im, start, stop, lane):
         """im2col of images start..stop: (images, group, kernel_dim, col_dim), or in the batched
         layout (group, kernel_dim, images · col_dim)."""
         m = stop - start
+        count = self.group * self.kernel_dim * m * self.col_dim
         if self.batched:
-            col = self._col(self.group * self.kernel_dim * m * self.col_dim)
-            self.geometry.im2col(im[start:stop], self.col_spatial, col, rows_first=True)
+            col = self._scratch(COL_SLOT, lane, count)
+            self.geometry.im2col(im[start:stop], self.col_spatial, col, rows_first=True,
+                                 serial=lane is not None)
             return col.reshape(self.group, self.kernel_dim, m * self.col_dim)
         if self.is_1x1:
             return self._groups(im, start, stop, self.kernel_dim)
-        col = self._col(m * self.group * self.kernel_dim * self.col_dim)
-        self.geometry.im2col(im[start:stop], self.col_spatial, col)
+        col = self._scratch(COL_SLOT, lane, count)
+        self.geometry.im2col(im[start:stop], self.col_spatial, col, serial=lane is not None)
         return col.reshape(m, self.group, self.kernel_dim, self.col_dim)
 
-    def _out_chunk(self, out, start, stop):
+    def _batched_out(self, m, lane):
+        """Scratch for the output role in the batched layout, (channels, images, col_dim)."""
+        count = self.conv_out_channels * m * self.col_dim
+        return self._scratch(OUT_SLOT, lane, count).reshape(self.conv_out_channels, m,
+                                                             self.col_dim)
+
+    def _out_chunk(self, out, start, stop, lane):
         """The output role of images start..stop as the GEMMs read it: (images, group, mg,
         col_dim), or in the batched layout a copy (group, mg, images · col_dim)."""
         mg = self.conv_out_channels // self.group
         if not self.batched:
             return self._groups(out, start, stop, mg)
         m = stop - start
-        buffer = self._batched_out(m)
+        buffer = self._batched_out(m, lane)
         np.copyto(buffer, out[start:stop].reshape(m, self.conv_out_channels,
                                                   self.col_dim).swapaxes(0, 1))
         return buffer.reshape(self.group, mg, m * self.col_dim)
 
-    def _batched_out(self, m):
-        """Scratch for the output role in the batched layout, (channels, images, col_dim)."""
-        count = self.conv_out_channels * m * self.col_dim
-        return self.workspace.get(OUT_SLOT, count).reshape(self.conv_out_channels, m,
-                                                            self.col_dim)
-
     # ---- one chunk of each GEMM pass ----------------------------------------------------------
-    def _weight_gradient_chunk(self, im, out_chunk, start, stop, weight_diff):
-        """weight diff += Σ_images out ⊛ imᵀ over images start..stop (Caffe's weight_cpu_gemm).
+    def _im_to_out_chunk(self, im, out, start, stop, lane):
+        """out[start:stop] = W · im2col(im[start:stop]) (Caffe's forward_cpu_gemm)."""
+        weights = self._weight_groups()
+        mg = self.conv_out_channels // self.group
+        columns = self._columns(im, start, stop, lane)
+        if not self.batched:
+            np.matmul(weights, columns, out=self._groups(out, start, stop, mg))
+            return
+        m = stop - start
+        buffer = self._batched_out(m, lane)
+        np.matmul(weights, columns, out=buffer.reshape(self.group, mg, m * self.col_dim))
+        np.copyto(out[start:stop].reshape(m, self.conv_out_channels, self.col_dim),
+                  buffer.swapaxes(0, 1))
 
+    def _weight_gradient_chunk(self, im, out_chunk, start, stop, lane, weight_sum):
+        """weight diff += out ⊛ imᵀ of images start..stop (Caffe's weight_cpu_gemm).
+
+        ``weight_sum`` (an OrderedSum over the weight diff) adds the chunk's product (batched:
+        one per chunk, numbered by chunk; else one per image, numbered by image) in order.
         Caffe quirk: the weight gradient is added to the diff, never assigned, so successive
         backwards and several bottoms accumulate (base_conv_layer.cpp, GEMM with beta 1).
         """
-        columns = self._columns(im, start, stop)
+        columns = self._columns(im, start, stop, lane)
+        product = self._scratch(WEIGHT_SLOT, lane, self.blobs[0].count).reshape(
+            self.group, -1, self.kernel_dim)
         if self.batched:
-            np.matmul(out_chunk, columns.transpose(0, 2, 1), out=self._weight_buffer)
-            weight_diff += self._weight_buffer
+            np.matmul(out_chunk, columns.transpose(0, 2, 1), out=product)
+            weight_sum.add(start // self.chunk, product)
             return
         for i in range(stop - start):
-            np.matmul(out_chunk[i], columns[i].transpose(0, 2, 1), out=self._weight_buffer)
-            weight_diff += self._weight_buffer
+            np.matmul(out_chunk[i], columns[i].transpose(0, 2, 1), out=product)
+            weight_sum.add(start + i, product)
 
-    def _out_to_im_chunk(self, out_chunk, im, start, stop):
+    def _out_to_im_chunk(self, out_chunk, im, start, stop, lane):
         """im[start:stop] = col2im(Wᵀ · out) (Caffe's backward_cpu_gemm; overwrites im)."""
         weights_t = self._weight_groups().transpose(0, 2, 1)
         m = stop - start
+        count = self.group * self.kernel_dim * m * self.col_dim
+        serial = lane is not None
         if self.batched:
-            col = self._col(self.group * self.kernel_dim * m * self.col_dim)
+            col = self._scratch(COL_SLOT, lane, count)
             np.matmul(weights_t, out_chunk, out=col.reshape(self.group, self.kernel_dim, -1))
-            self.geometry.col2im(col, self.col_spatial, im[start:stop], rows_first=True)
+            self.geometry.col2im(col, self.col_spatial, im[start:stop], rows_first=True,
+                                 serial=serial)
         elif self.is_1x1:
             np.matmul(weights_t, out_chunk, out=self._groups(im, start, stop, self.kernel_dim))
         else:
-            col = self._col(m * self.group * self.kernel_dim * self.col_dim)
+            col = self._scratch(COL_SLOT, lane, count)
             np.matmul(weights_t, out_chunk, out=col.reshape(m, self.group, self.kernel_dim,
                                                             self.col_dim))
-            self.geometry.col2im(col, self.col_spatial, im[start:stop])
+            self.geometry.col2im(col, self.col_spatial, im[start:stop], serial=serial)
 
-    # ---- the passes over the batch --------------------------------------------------------------
+    # ---- the passes over the batch: chunks run on protonet's worker threads --------------------
+    def _weight_sum(self):
+        return threads.OrderedSum(self.blobs[0].diff.reshape(self.group, -1, self.kernel_dim))
+
     def _im_to_out(self, im, out):
         """out = W ⊛ im: Caffe's forward_cpu_gemm. im/out are role-shaped arrays."""
-        weights = self._weight_groups()
-        mg = self.conv_out_channels // self.group
-        for start, stop in self._chunks():
-            if not self.batched:
-                np.matmul(weights, self._columns(im, start, stop),
-                          out=self._groups(out, start, stop, mg))
-                continue
-            m = stop - start
-            buffer = self._batched_out(m)
-            np.matmul(weights, self._columns(im, start, stop),
-                      out=buffer.reshape(self.group, mg, m * self.col_dim))
-            np.copyto(out[start:stop].reshape(m, self.conv_out_channels, self.col_dim),
-                      buffer.swapaxes(0, 1))
+        self._run_chunks(lambda start, stop, lane:
+                         self._im_to_out_chunk(im, out, start, stop, lane))
 
     def _out_to_im(self, out, im):
         """im = Wᵀ ⊛ out, folded back by col2im (overwrites im)."""
-        for start, stop in self._chunks():
-            self._out_to_im_chunk(self._out_chunk(out, start, stop), im, start, stop)
+        self._run_chunks(lambda start, stop, lane: self._out_to_im_chunk(
+            self._out_chunk(out, start, stop, lane), im, start, stop, lane))
 
     def _weight_gradient(self, im, out):
-        """weight diff += Σ_images out ⊛ imᵀ (accumulates)."""
-        weight_diff = self.blobs[0].diff.reshape(self.group, -1, self.kernel_dim)
-        for start, stop in self._chunks():
-            self._weight_gradient_chunk(im, self._out_chunk(out, start, stop), start, stop,
-                                        weight_diff)
+        """weight diff += Σ_images out ⊛ imᵀ (accumulates, in image order)."""
+        weight_sum = self._weight_sum()
+        self._run_chunks(lambda start, stop, lane: self._weight_gradient_chunk(
+            im, self._out_chunk(out, start, stop, lane), start, stop, lane, weight_sum),
+            weight_sum)
 
     def _gradients(self, im, out, im_diff, weights):
         """Both gradients in one pass over the batch: per chunk, the weight gradient, then the
         data gradient into ``im_diff`` (None: not wanted). ``weights``: whether the weight
         gradient is wanted. Each chunk of ``out`` is read (and, batched, transposed) once and
         is still in cache for the second GEMM; the numbers are those of the two passes."""
-        weight_diff = self.blobs[0].diff.reshape(self.group, -1, self.kernel_dim)
-        for start, stop in self._chunks():
-            out_chunk = self._out_chunk(out, start, stop)
+        weight_sum = self._weight_sum() if weights else None
+
+        def piece(start, stop, lane):
+            out_chunk = self._out_chunk(out, start, stop, lane)
             if weights:
-                self._weight_gradient_chunk(im, out_chunk, start, stop, weight_diff)
+                self._weight_gradient_chunk(im, out_chunk, start, stop, lane, weight_sum)
             if im_diff is not None:
                 # The data gradient overwrites the col buffer the weight gradient read.
-                self._out_to_im_chunk(out_chunk, im_diff, start, stop)
+                self._out_to_im_chunk(out_chunk, im_diff, start, stop, lane)
+
+        self._run_chunks(piece, weight_sum)
 
     def _add_bias(self, top):
         if self.bias_term:
