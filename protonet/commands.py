@@ -19,6 +19,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .errors import ProtonetError
+from . import threads
 from .kernels import compilation
 from .log import get_logger
 from .solvers.signals import SignalHandler
@@ -314,6 +315,11 @@ def time_layers(net, iterations, on_iteration=None):
     (bench/nets.py) runs the same loop, so its per-layer sums add up to ``protonet time``'s.
     ``on_iteration(j, ms)`` is called after each iteration.
     """
+    with threads.serial_blas():      # as the Net's own passes do
+        return _time_layers(net, iterations, on_iteration)
+
+
+def _time_layers(net, iterations, on_iteration):
     records = net.records
     forward_ms = np.zeros(len(records))
     backward_ms = np.zeros(len(records))

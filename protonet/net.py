@@ -11,6 +11,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from . import threads
 from .blob import Blob
 from .errors import ProtonetError
 from .graph import filter_net, insert_splits, make_state
@@ -405,24 +406,30 @@ class Net:
         self.check_nan = bool(flag)
 
     def forward_from_to(self, start=0, end=None):
-        """Run layers start..end inclusive; return the total weighted loss."""
+        """Run layers start..end inclusive; return the total weighted loss.
+
+        OpenBLAS is held to one thread meanwhile (protonet/threads.py): the GEMM-bound layers
+        run their pieces on protonet's worker threads."""
         end = len(self.records) - 1 if end is None else end
         loss = 0.0
-        for i in range(start, end + 1):
-            record = self.records[i]
-            loss += record.layer.layer_forward(record.bottoms, record.tops)
-            if self.debug_info:
-                self._forward_debug_info(i)
-            if self.check_nan:
-                self.check_forward_finite(i)
+        with threads.serial_blas():
+            for i in range(start, end + 1):
+                record = self.records[i]
+                loss += record.layer.layer_forward(record.bottoms, record.tops)
+                if self.debug_info:
+                    self._forward_debug_info(i)
+                if self.check_nan:
+                    self.check_forward_finite(i)
         return loss
 
     def backward_from_to(self, start=None, end=0):
         """Run backward for layers start down to end inclusive (only those that need it)."""
         start = len(self.records) - 1 if start is None else start
-        for i in range(start, end - 1, -1):
-            record = self.records[i]
-            if record.need_backward:
+        with threads.serial_blas():
+            for i in range(start, end - 1, -1):
+                record = self.records[i]
+                if not record.need_backward:
+                    continue
                 record.layer.layer_backward(record.tops, record.bottom_need_backward,
                                             record.bottoms)
                 if self.debug_info:

@@ -31,7 +31,7 @@ import weakref
 import numpy as np
 from google.protobuf import text_format
 
-from .. import rng
+from .. import rng, threads
 from ..errors import ProtonetError
 from ..log import get_logger
 from ..net import Net
@@ -363,6 +363,12 @@ class Solver:
         self.smoothed_loss = f32(0)
         self._timer = time.perf_counter()
         self._iterations_last = self.iter
+        # One BLAS setting for the whole run, not one switch per pass (protonet/threads.py).
+        with threads.serial_blas():
+            self._steps(start_iter, stop_iter)
+
+    def _steps(self, start_iter, stop_iter):
+        p = self.param
         while self.iter < stop_iter:
             self.net.clear_param_diffs()
             if p.test_interval and self.iter % p.test_interval == 0 and \

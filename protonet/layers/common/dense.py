@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from ... import threads
 from ...fillers import fill
 from ..base import Layer
 from ..registry import register
@@ -85,13 +86,13 @@ class InnerProductLayer(Layer):
         y = tops[0].data.reshape(self.m, self.num_output)
         w = self.blobs[0].data
         if self.small_batch:
-            np.matmul(w, x.T, out=self._y_t)
+            threads.matmul(w, x.T, self._y_t)
             if self.bias_term:
                 np.add(self._y_t.T, self.blobs[1].data, out=y)
             else:
                 np.copyto(y, self._y_t.T)
             return
-        np.matmul(x, w if self.transpose else w.T, out=y)
+        threads.matmul(x, w if self.transpose else w.T, y)
         if self.bias_term:
             np.add(y, self.blobs[1].data, out=y)
 
@@ -102,9 +103,9 @@ class InnerProductLayer(Layer):
         if self.param_propagate_down[0]:
             # Caffe quirk: param diffs accumulate (inner_product_layer.cpp, gemm with beta 1).
             if self.transpose:
-                np.matmul(x.T, dy, out=self._weight_grad)
+                threads.matmul(x.T, dy, self._weight_grad)
             else:
-                np.matmul(dy.T, x, out=self._weight_grad)
+                threads.matmul(dy.T, x, self._weight_grad)
             w_diff = self.blobs[0].diff
             np.add(w_diff, self._weight_grad, out=w_diff)
         if self.bias_term:
@@ -112,10 +113,10 @@ class InnerProductLayer(Layer):
         if propagate_down[0]:
             dx = bottoms[0].diff.reshape(self.m, self.k)
             if self.small_batch:
-                np.matmul(w.T, dy.T, out=self._dx_t)
+                threads.matmul(w.T, dy.T, self._dx_t)
                 np.copyto(dx, self._dx_t.T)
             else:
-                np.matmul(dy, w.T if self.transpose else w, out=dx)
+                threads.matmul(dy, w.T if self.transpose else w, dx)
 
 
 @register("Embed")
