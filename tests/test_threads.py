@@ -120,10 +120,14 @@ CONV = """name: "c" type: "Convolution" convolution_param {{ num_output: {out} k
     dict(shape=(37, 4, 9, 9), out=6, k=3, pad=1, stride=1, group=2),      # batched
     dict(shape=(5, 3, 40, 40), out=4, k=5, pad=2, stride=2, group=1),     # per image
     dict(shape=(9, 8, 20, 20), out=8, k=1, pad=0, stride=1, group=1),     # 1x1
+    # One chunk for the whole batch: its GEMMs are split over the threads instead.
+    dict(shape=(2, 64, 30, 30), out=96, k=3, pad=1, stride=1, group=1, one_chunk=True),
 ])
 def test_convolution_is_bit_identical_on_one_and_all_threads(spec, monkeypatch):
     # Small col buffers give many chunks, so the threads really share the batch.
-    monkeypatch.setattr("protonet.layers.vision.conv.COL_BUFFER_MAX_ELEMENTS", 2000)
+    one_chunk = spec.pop("one_chunk", False)
+    monkeypatch.setattr("protonet.layers.vision.conv.COL_BUFFER_MAX_ELEMENTS",
+                        1 << 24 if one_chunk else 2000)
     rng = np.random.default_rng(4)
     x = rng.standard_normal(spec["shape"], dtype=np.float32)
     results = []
@@ -140,7 +144,7 @@ def test_convolution_is_bit_identical_on_one_and_all_threads(spec, monkeypatch):
             top.diff[...] = numba_rng.standard_normal(top.shape)
             layer.blobs[0].diff[...] = 0.5      # the weight gradient accumulates onto this
             layer.layer_backward([top], [True], [bottom])
-            assert layer.chunk < x.shape[0]
+            assert (layer.chunk >= x.shape[0]) == one_chunk
             return top.data.copy(), bottom.diff.copy(), layer.blobs[0].diff.copy()
         results.append(with_threads(count, run))
     for one, many in zip(*results):

@@ -78,6 +78,20 @@ def parse_spatial_field(layer, message, field, hw_prefix, default, num_spatial_a
     return tuple(values * num_spatial_axes if len(values) == 1 else values)
 
 
+def _gemm(a, b, out, lane):
+    """out = a @ b (stacked, numpy broadcasting). On a worker thread (``lane`` set) one BLAS
+    call; for a chunk run alone, each 2-D product is split over the worker threads instead
+    (BLAS is held to one thread during a net's passes), with the same numbers."""
+    if lane is not None:
+        np.matmul(a, b, out=out)
+        return
+    lead = out.shape[:-2]
+    a = np.broadcast_to(a, lead + a.shape[-2:])
+    b = np.broadcast_to(b, lead + b.shape[-2:])
+    for index in np.ndindex(lead):
+        threads.matmul(a[index], b[index], out[index])
+
+
 def _channel_axis(layer, bottom, axis):
     n = bottom.num_axes
     if not -n <= axis < n:
@@ -343,11 +357,11 @@ class BaseConvolutionLayer(Layer):
         mg = self.conv_out_channels // self.group
         columns = self._columns(im, start, stop, lane)
         if not self.batched:
-            np.matmul(weights, columns, out=self._groups(out, start, stop, mg))
+            _gemm(weights, columns, self._groups(out, start, stop, mg), lane)
             return
         m = stop - start
         buffer = self._batched_out(m, lane)
-        np.matmul(weights, columns, out=buffer.reshape(self.group, mg, m * self.col_dim))
+        _gemm(weights, columns, buffer.reshape(self.group, mg, m * self.col_dim), lane)
         np.copyto(out[start:stop].reshape(m, self.conv_out_channels, self.col_dim),
                   buffer.swapaxes(0, 1))
 
@@ -363,11 +377,11 @@ class BaseConvolutionLayer(Layer):
         product = self._scratch(WEIGHT_SLOT, lane, self.blobs[0].count).reshape(
             self.group, -1, self.kernel_dim)
         if self.batched:
-            np.matmul(out_chunk, columns.transpose(0, 2, 1), out=product)
+            _gemm(out_chunk, columns.transpose(0, 2, 1), product, lane)
             weight_sum.add(start // self.chunk, product)
             return
         for i in range(stop - start):
-            np.matmul(out_chunk[i], columns[i].transpose(0, 2, 1), out=product)
+            _gemm(out_chunk[i], columns[i].transpose(0, 2, 1), product, lane)
             weight_sum.add(start + i, product)
 
     def _out_to_im_chunk(self, out_chunk, im, start, stop, lane):
@@ -378,15 +392,15 @@ class BaseConvolutionLayer(Layer):
         serial = lane is not None
         if self.batched:
             col = self._scratch(COL_SLOT, lane, count)
-            np.matmul(weights_t, out_chunk, out=col.reshape(self.group, self.kernel_dim, -1))
+            _gemm(weights_t, out_chunk, col.reshape(self.group, self.kernel_dim, -1), lane)
             self.geometry.col2im(col, self.col_spatial, im[start:stop], rows_first=True,
                                  serial=serial)
         elif self.is_1x1:
-            np.matmul(weights_t, out_chunk, out=self._groups(im, start, stop, self.kernel_dim))
+            _gemm(weights_t, out_chunk, self._groups(im, start, stop, self.kernel_dim), lane)
         else:
             col = self._scratch(COL_SLOT, lane, count)
-            np.matmul(weights_t, out_chunk, out=col.reshape(m, self.group, self.kernel_dim,
-                                                            self.col_dim))
+            _gemm(weights_t, out_chunk, col.reshape(m, self.group, self.kernel_dim,
+                                                    self.col_dim), lane)
             self.geometry.col2im(col, self.col_spatial, im[start:stop], serial=serial)
 
     # ---- the passes over the batch: chunks run on protonet's worker threads --------------------
