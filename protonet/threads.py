@@ -64,8 +64,10 @@ def run(task, count, on_error=None):
     """
     threads = min(num_threads(), count)
     if threads <= 1:
-        for i in range(count):
-            task(i, None)
+        # Threaded BLAS may round differently: hold it to one thread here too.
+        with serial_blas():
+            for i in range(count):
+                task(i, None)
         return
     pieces = itertools.count()       # next() is atomic under the GIL
     failed = threading.Event()
@@ -176,11 +178,11 @@ MATMUL_PIECES = 8
 def matmul(a, b, out):
     """out = a @ b for 2-D arrays, in blocks of out's rows (or columns) on the worker threads.
 
-    Each output element is one BLAS dot product over the whole of K whichever block holds it,
-    so the result does not depend on the thread count.
+    The blocks depend on the shapes alone (one thread runs them one after another) and BLAS
+    runs single-threaded, so the result does not depend on the thread count.
     """
     m, n = out.shape
-    if num_threads() <= 1 or m * n * a.shape[1] < MATMUL_SPLIT_MIN:
+    if m * n * a.shape[1] < MATMUL_SPLIT_MIN:
         with serial_blas():
             np.matmul(a, b, out=out)
         return

@@ -376,3 +376,38 @@ def test_a_changed_channel_count_is_refused(rng):
     bottoms[0].reshape(1, 4, 5, 5)
     with pytest.raises(ProtonetError, match="bottom has 4 channels, the weights expect 3"):
         layer.layer_forward(bottoms, tops)
+
+
+@pytest.mark.parametrize("geometry", [
+    "kernel_size: 3 pad: 1 stride: 1", "kernel_size: 5 pad: 2 stride: 2",
+    "kernel_h: 3 kernel_w: 2 pad_h: 2 pad_w: 0 stride_h: 3 stride_w: 1",
+    "kernel_size: 3 dilation: 2 pad: 3 stride: 1 group: 2"])
+def test_forward_in_bands_of_output_rows_equals_the_whole_image(geometry, monkeypatch):
+    # A col buffer smaller than one image's columns makes the forward lower and multiply
+    # bands of a few output rows; the numbers must be the whole image's up to the last-bit
+    # rounding OpenBLAS gives products of other shapes.
+    from google.protobuf import text_format
+
+    from protonet.blob import Blob
+    from protonet.layers import get_layer_class
+    from protonet.proto import caffe_pb2
+
+    x = np.random.default_rng(2).standard_normal((2, 16, 67, 61), dtype=np.float32)
+    text = (f'name: "c" type: "Convolution" convolution_param {{ num_output: 32 {geometry} '
+            f'weight_filler {{ type: "gaussian" std: 0.3 }} }}')
+    tops = []
+    monkeypatch.setattr("protonet.layers.vision.conv.BATCHED_MAX_COL_DIM", 0)  # per image
+    monkeypatch.setattr("protonet.layers.vision.conv.BAND_MIN_COLUMNS", 64)
+    for cap in (1 << 24, 60000):
+        monkeypatch.setattr("protonet.layers.vision.conv.COL_BUFFER_MAX_ELEMENTS", cap)
+        np.random.seed(0)
+        layer = get_layer_class("Convolution")(text_format.Parse(text, caffe_pb2.LayerParameter()))
+        bottom, top = Blob(x.shape), Blob((1,))
+        bottom.data[...] = x
+        layer.layer_setup([bottom], [top])
+        layer.blobs[0].data[...] = np.random.default_rng(1).standard_normal(layer.blobs[0].shape)
+        layer.layer_forward([bottom], [top])
+        assert (layer.band_rows is not None) == (cap == 60000)
+        tops.append(top.data.copy())
+    np.testing.assert_allclose(tops[1], tops[0], rtol=1e-5, atol=1e-5)
+    assert np.abs(tops[0]).sum() > 0

@@ -34,6 +34,8 @@ from ..registry import register
 # worker thread): chunks that stay in cache between im2col and the GEMM run 15-20 % faster than
 # 16 MB ones (CIFAR-10 quick, one thread), and small chunks give the threads enough pieces.
 COL_BUFFER_MAX_ELEMENTS = 1 << 19
+# The fewest output positions (GEMM columns) in a band of a large image's forward.
+BAND_MIN_COLUMNS = 1024
 # Output planes up to this many elements use one GEMM over a chunk of images (see above).
 BATCHED_MAX_COL_DIM = 256
 
@@ -177,6 +179,17 @@ class ConvGeometry:
         kernel(im.reshape(n, c, -1), tuple(im.shape[2:]), tuple(col_shape), self.ksize,
                self.pad, self.stride, self.dilation, view)
 
+    def im2col_rows(self, im, first_row, col_shape, col, serial=False):
+        """im2col (2-D) of output rows first_row..first_row + col_shape[0] only.
+
+        Moving the output origin down by r rows is moving the top padding up by r·stride: the
+        kernels take a pad that may be negative."""
+        n, c = im.shape[:2]
+        kernel = kernels.im2col_2d_serial if serial else kernels.im2col_2d
+        kernel(im, self.ksize, (self.pad[0] - first_row * self.stride[0], self.pad[1]),
+               self.stride, self.dilation, col.reshape((n, c * self.kernel_count)
+                                                       + tuple(col_shape)))
+
     def col2im(self, col, col_shape, im, rows_first=False, serial=False):
         """Adjoint of :meth:`im2col`; overwrites im (n, c, *im_spatial)."""
         n, c = im.shape[:2]
@@ -286,6 +299,16 @@ class BaseConvolutionLayer(Layer):
         # gradient sums over a chunk's images inside one GEMM.
         self.chunk = max(1, min(self.num, COL_BUFFER_MAX_ELEMENTS // max(image_col, 1)))
         self.batched = self.num > 1 and self.chunk > 1 and self.col_dim <= BATCHED_MAX_COL_DIM
+        # One image's columns larger than the buffer: the forward lowers and multiplies it a
+        # band of output rows at a time (2-D only), so the columns stay in cache; a band keeps
+        # at least BAND_MIN_COLUMNS output positions, or its GEMM gets too thin.
+        self.band_rows = None
+        if (image_col > COL_BUFFER_MAX_ELEMENTS and not self.is_1x1
+                and self.geometry._use_2d(len(col_spatial))):
+            height, width = col_spatial
+            rows = max(COL_BUFFER_MAX_ELEMENTS // (image_col // height),
+                       -(-BAND_MIN_COLUMNS // width))
+            self.band_rows = rows if rows < height else None
         # Scratch lives in the net's workspace (conv layers never run at the same time), one
         # set per worker thread; lane 0 is also the scratch of a chunk run alone.
         lanes = min(threads.num_threads(), -(-self.num // self.chunk))
@@ -409,8 +432,26 @@ class BaseConvolutionLayer(Layer):
 
     def _im_to_out(self, im, out):
         """out = W ⊛ im: Caffe's forward_cpu_gemm. im/out are role-shaped arrays."""
-        self._run_chunks(lambda start, stop, lane:
-                         self._im_to_out_chunk(im, out, start, stop, lane))
+        if self.band_rows is None:
+            self._run_chunks(lambda start, stop, lane:
+                             self._im_to_out_chunk(im, out, start, stop, lane))
+            return
+        height = self.col_spatial[0]
+        bands = [(i, y0, min(y0 + self.band_rows, height))
+                 for i in range(self.num) for y0 in range(0, height, self.band_rows)]
+        threads.run(lambda k, lane: self._im_to_out_band(im, out, *bands[k], lane), len(bands))
+
+    def _im_to_out_band(self, im, out, i, y0, y1, lane):
+        """Output rows y0..y1 of image i. The bands depend on the shapes alone; OpenBLAS may
+        round a band's product in the last bit differently from a whole image's."""
+        width = self.col_spatial[1]
+        count = self.group * self.kernel_dim * (y1 - y0) * width
+        col = self._scratch(COL_SLOT, lane, count)
+        self.geometry.im2col_rows(im[i:i + 1], y0, (y1 - y0, width), col,
+                                  serial=lane is not None)
+        mg = self.conv_out_channels // self.group
+        rows = out[i].reshape(self.group, mg, self.col_dim)[:, :, y0 * width:y1 * width]
+        _gemm(self._weight_groups(), col.reshape(self.group, self.kernel_dim, -1), rows, lane)
 
     def _out_to_im(self, out, im):
         """im = Wᵀ ⊛ out, folded back by col2im (overwrites im)."""
