@@ -164,6 +164,9 @@ class Net:
         self._decide_backward()
         if self.param.force_backward:
             self._force_backward()
+        for record in self.records:
+            # Lets a layer skip what only its backward reads (an in-place input copy).
+            record.layer.needs_backward = record.need_backward
         # Caffe quirk: outputs come from a std::set, so they are sorted by name (net.cpp).
         available = sorted(available)
         self.output_ids = [blob_index[name] for name in available]

@@ -302,3 +302,24 @@ def test_conv_layers_share_one_col_buffer_sized_for_the_largest():
     assert net.blobs["loss"].data > 0
     for name in ("conv1", "conv2", "loss"):
         np.testing.assert_array_equal(private.blobs[name].data, net.blobs[name].data)
+
+
+def test_in_place_input_copies_are_kept_only_where_backward_runs():
+    # A deploy net has no loss, so no layer needs backward: an in-place Scale keeps no copy of
+    # its input. With a loss (or force_backward) it must.
+    body = INPUTS.replace("dim: 4 dim: 6", "dim: 4 dim: 6 dim: 5") + """
+layer { name: "scale" type: "Scale" bottom: "x" top: "x" scale_param { bias_term: true } }
+layer { name: "ip" type: "InnerProduct" bottom: "x" top: "ip"
+        inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
+"""
+    loss = ('layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" '
+            'top: "loss" }')
+    for extra, force, kept in (("", False, False), (loss, False, True), ("", True, True)):
+        param = text_format.Parse(body + extra, caffe_pb2.NetParameter())
+        param.force_backward = force
+        net = Net(param, TEST)
+        set_inputs(net)
+        net.forward()
+        layer = net.layer_dict["scale"]
+        assert layer.needs_backward == kept
+        assert (layer.input_copy.blob.count == 4 * 6 * 5) == kept, (extra, force)

@@ -56,6 +56,8 @@ class Layer:
         self.param_str = param.python_param.param_str if param is not None else ""
         # Scratch shared with the other layers of the net (the Net replaces this one).
         self.workspace = Workspace()
+        # Whether backward may run; the Net sets it once it knows (a TEST net: mostly not).
+        self.needs_backward = True
 
     # ---- the four methods subclasses implement ------------------------------------------
     def setup(self, bottoms, tops):

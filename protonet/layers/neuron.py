@@ -26,8 +26,9 @@ from .registry import register
 class InputCopy:
     """The bottom's data, kept for backward when a layer runs in place and needs it.
 
-    ``reshape`` decides (top is bottom and the layer needs it) and sizes the buffer; ``save``
-    copies the bottom before forward overwrites it; ``data`` is what backward reads as the input.
+    ``reshape`` decides (top is bottom and the layer needs it); ``save(bottom, layer)`` copies
+    the bottom before forward overwrites it, unless the layer's backward will not run (a TEST
+    net), so nothing is allocated then; ``data`` is what backward reads as the input.
     """
 
     def __init__(self):
@@ -36,11 +37,10 @@ class InputCopy:
 
     def reshape(self, bottom, top, needed):
         self.active = bool(needed) and top is bottom
-        if self.active:
-            self.blob.reshape(bottom.shape)
 
-    def save(self, bottom):
-        if self.active:
+    def save(self, bottom, layer):
+        if self.active and layer.needs_backward:
+            self.blob.reshape(bottom.shape)
             self.blob.data[...] = bottom.data
 
     def data(self, bottom):
@@ -70,7 +70,7 @@ class UnaryLayer(NeuronLayer):
         self.input_copy.reshape(bottoms[0], tops[0], self.backward_reads_input)
 
     def forward(self, bottoms, tops):
-        self.input_copy.save(bottoms[0])
+        self.input_copy.save(bottoms[0], self)
         elementwise.unary_forward(self.op, self.p, bottoms[0].data.reshape(-1),
                                   tops[0].data.reshape(-1))
 
@@ -326,7 +326,7 @@ class PReLULayer(NeuronLayer):
             self.view = (bottom.shape[0], bottom.shape[1], bottom.count_axes(2))
 
     def forward(self, bottoms, tops):
-        self.input_copy.save(bottoms[0])
+        self.input_copy.save(bottoms[0], self)
         elementwise.prelu_forward(bottoms[0].data.reshape(self.view),
                                   self.blobs[0].data.reshape(-1), tops[0].data.reshape(self.view))
 

@@ -347,7 +347,7 @@ class ScaleLayer(AxisOperandLayer):
             self.bias_layer.reshape(tops[:1], tops)
 
     def forward(self, bottoms, tops):
-        self.input_copy.save(bottoms[0])
+        self.input_copy.save(bottoms[0], self)
         scale = bottoms[1] if len(bottoms) > 1 else self.blobs[0]
         elementwise.axis_scale(bottoms[0].data.reshape(self.view), scale.data.reshape(-1),
                                tops[0].data.reshape(self.view))
