@@ -37,7 +37,7 @@ COL_BUFFER_MAX_ELEMENTS = 1 << 19
 # The fewest output positions (GEMM columns) in a band of a large image's forward.
 BAND_MIN_COLUMNS = 1024
 # Output planes up to this many elements use one GEMM over a chunk of images (see above).
-BATCHED_MAX_COL_DIM = 256
+BATCHED_MAX_COL_DIM = 1024
 
 # Workspace slots (one of each per worker thread): the col buffer, the batched path's
 # transposed output, and a weight-gradient product waiting to be added.
