@@ -11,9 +11,10 @@ rows) and runs them on its own threads; each piece calls single-threaded BLAS an
 
 - ``run(task, count)`` runs ``task(i, lane)`` for every piece on up to ``num_threads()``
   threads (the calling thread is one of them; ``lane`` numbers the thread, for per-thread
-  scratch) and returns when all are done; pieces are handed out in increasing order. With one
-  thread or one piece it calls ``task(i, None)`` on the calling thread: the piece may then use
-  Numba's parallel kernels and threaded BLAS itself.
+  scratch) and returns when all are done; pieces are handed out in increasing order. A single
+  piece runs as ``task(0, None)`` on the calling thread: it may then split its own work over
+  the threads (``matmul``). Whether a piece is alone depends on the shapes, never on the thread
+  count, so each piece does the same arithmetic on any machine.
 - ``OrderedSum`` adds per-piece partial results into one array in piece order, whichever
   thread finishes first, so a sum over pieces is bit-identical for any number of threads.
 - ``matmul(a, b, out)`` is ``np.matmul`` for the 2-D GEMMs of the other layers
@@ -67,7 +68,7 @@ def run(task, count, on_error=None):
         # Threaded BLAS may round differently: hold it to one thread here too.
         with serial_blas():
             for i in range(count):
-                task(i, None)
+                task(i, None if count == 1 else 0)
         return
     pieces = itertools.count()       # next() is atomic under the GIL
     failed = threading.Event()

@@ -52,6 +52,14 @@ def test_one_piece_runs_alone_on_the_calling_thread(two_threads):
     assert calls == [(0, None, threading.current_thread())]
 
 
+def test_several_pieces_on_one_thread_run_as_lane_zero():
+    # The same code path (and so the same arithmetic) as on worker threads, not the "alone"
+    # path, which would split the pieces' GEMMs differently.
+    calls = []
+    with_threads(1, lambda: threads.run(lambda i, lane: calls.append((i, lane)), 3))
+    assert calls == [(0, 0), (1, 0), (2, 0)]
+
+
 def test_an_error_in_a_piece_reaches_the_caller_and_releases_ordered_waiters(two_threads):
     target = np.zeros(3)
     total = threads.OrderedSum(target)
@@ -120,14 +128,17 @@ CONV = """name: "c" type: "Convolution" convolution_param {{ num_output: {out} k
     dict(shape=(37, 4, 9, 9), out=6, k=3, pad=1, stride=1, group=2),      # batched
     dict(shape=(5, 3, 40, 40), out=4, k=5, pad=2, stride=2, group=1),     # per image
     dict(shape=(9, 8, 20, 20), out=8, k=1, pad=0, stride=1, group=1),     # 1x1
+    # Several chunks whose GEMMs are big enough to be split if they ran alone.
+    dict(shape=(8, 32, 32, 32), out=64, k=3, pad=1, stride=1, group=1, cap=600000),
     # One chunk for the whole batch: its GEMMs are split over the threads instead.
     dict(shape=(2, 64, 30, 30), out=96, k=3, pad=1, stride=1, group=1, one_chunk=True),
 ])
 def test_convolution_is_bit_identical_on_one_and_all_threads(spec, monkeypatch):
     # Small col buffers give many chunks, so the threads really share the batch.
+    spec = dict(spec)
     one_chunk = spec.pop("one_chunk", False)
     monkeypatch.setattr("protonet.layers.vision.conv.COL_BUFFER_MAX_ELEMENTS",
-                        1 << 24 if one_chunk else 2000)
+                        spec.pop("cap", 1 << 24 if one_chunk else 2000))
     rng = np.random.default_rng(4)
     x = rng.standard_normal(spec["shape"], dtype=np.float32)
     results = []
