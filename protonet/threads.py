@@ -21,8 +21,8 @@ rows) and runs them on its own threads; each piece calls single-threaded BLAS an
   (InnerProduct), cut into blocks of output rows or columns run as pieces.
 - ``serial_blas()`` holds OpenBLAS to one thread (it restores the previous count); ``run``, the
   Net's forward and backward passes and a solver's steps hold it, so that OpenBLAS's own
-  threads never wake up (once woken they spin for a while, on the cores the workers need). It needs ``threadpoolctl``; without it BLAS
-  keeps its threads (correct, slower).
+  threads never wake up (once woken they spin for a while, on the cores the workers need).
+  It needs ``threadpoolctl``; without it BLAS keeps its threads (correct, slower).
 
 The thread count is Numba's (``NUMBA_NUM_THREADS``, ``numba.set_num_threads``), so one setting
 governs all of protonet's parallelism.

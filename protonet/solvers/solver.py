@@ -357,7 +357,6 @@ class Solver:
 
     def step(self, iters):
         """Caffe's Solver::Step: ``iters`` iterations (fewer if a signal asks to stop)."""
-        p = self.param
         start_iter, stop_iter = self.iter, self.iter + iters
         self._losses = []
         self.smoothed_loss = f32(0)
