@@ -30,6 +30,7 @@ governs all of protonet's parallelism.
 
 import contextlib
 import itertools
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -44,6 +45,15 @@ _executor_lock = threading.Lock()
 def num_threads():
     """Threads protonet computes with: Numba's current setting."""
     return numba.get_num_threads()
+
+
+def _forget_workers():
+    # A forked child has none of its parent's threads: start a fresh pool there on demand.
+    global _executor, _executor_size
+    _executor, _executor_size = None, 0
+
+
+os.register_at_fork(after_in_child=_forget_workers)
 
 
 def _workers(count):

@@ -160,3 +160,23 @@ def test_convolution_is_bit_identical_on_one_and_all_threads(spec, monkeypatch):
         results.append(with_threads(count, run))
     for one, many in zip(*results):
         np.testing.assert_array_equal(one, many)
+
+
+def test_a_forked_child_gets_fresh_worker_threads(two_threads):
+    import os
+
+    threads.run(lambda i, lane: None, 4)          # the parent's pool exists now
+    pid = os.fork()
+    if pid == 0:                                  # child: pieces must still run
+        import signal
+
+        signal.signal(signal.SIGALRM, lambda *_: os._exit(3))   # a hang fails, not blocks
+        signal.alarm(30)
+        done = []
+        try:
+            threads.run(lambda i, lane: done.append(i), 6)
+            os._exit(0 if sorted(done) == list(range(6)) else 1)
+        finally:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
