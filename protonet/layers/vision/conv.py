@@ -30,9 +30,10 @@ from ...kernels import im2col as kernels
 from ..base import Layer
 from ..registry import register
 
-# A col buffer holds a chunk of the batch; this bounds its size (elements, 2 MB; one buffer per
-# worker thread): chunks that stay in cache between im2col and the GEMM run 15-20 % faster than
-# 16 MB ones (CIFAR-10 quick, one thread), and small chunks give the threads enough pieces.
+# A col buffer (with, batched, its transposed output) holds a chunk of the batch; this bounds its
+# size (elements, 2 MB; one per worker thread): chunks that stay in cache between im2col and the
+# GEMM run 15-20 % faster than 16 MB ones (CIFAR-10 quick, one thread), and small chunks give
+# the threads enough pieces.
 COL_BUFFER_MAX_ELEMENTS = 1 << 19
 # The fewest output positions (GEMM columns) in a band of a large image's forward.
 BAND_MIN_COLUMNS = 1024
@@ -299,6 +300,10 @@ class BaseConvolutionLayer(Layer):
         # gradient sums over a chunk's images inside one GEMM.
         self.chunk = max(1, min(self.num, COL_BUFFER_MAX_ELEMENTS // max(image_col, 1)))
         self.batched = self.num > 1 and self.chunk > 1 and self.col_dim <= BATCHED_MAX_COL_DIM
+        if self.batched:
+            # The batched layout also needs the transposed output: the budget covers both.
+            image_out = self.conv_out_channels * self.col_dim
+            self.chunk = max(2, min(self.num, COL_BUFFER_MAX_ELEMENTS // (image_col + image_out)))
         # One image's columns larger than the buffer: the forward lowers and multiplies it a
         # band of output rows at a time (2-D only), so the columns stay in cache; a band keeps
         # at least BAND_MIN_COLUMNS output positions, or its GEMM gets too thin.
