@@ -11,6 +11,7 @@ from protonet import threads
 from protonet.blob import Blob
 from protonet.layers import get_layer_class
 from protonet.proto import caffe_pb2
+from tests.helpers.threads import with_threads
 
 
 @pytest.fixture
@@ -21,15 +22,6 @@ def two_threads():
     numba.set_num_threads(2)
     yield
     numba.set_num_threads(saved)
-
-
-def with_threads(count, function):
-    saved = numba.get_num_threads()
-    numba.set_num_threads(count)
-    try:
-        return function()
-    finally:
-        numba.set_num_threads(saved)
 
 
 def test_run_covers_every_piece_once_on_two_threads(two_threads):

@@ -1,12 +1,12 @@
 """Normalization kernels (BatchNorm, MVN) against slow, obvious NumPy references."""
 
-import numba
 import numpy as np
 import pytest
 
 from protonet.kernels import batchnorm as bn
 from protonet.kernels.elementwise import PARALLEL_MIN
 from tests.helpers.tolerances import KERNEL_ATOL, KERNEL_RTOL
+from tests.helpers.threads import on_one_thread
 
 # Odd sizes on both sides of the serial threshold.
 SHAPES = [(1, 1, 1), (2, 3, 5), (3, 2, 17), (4, 3, PARALLEL_MIN // 8 + 3)]
@@ -93,11 +93,6 @@ def test_normalize_backward_matches_reference_and_runs_in_place(shape, mode):
 
 def test_standardize_does_not_depend_on_thread_count():
     x = _rand(SHAPES[-1], seed=5)
-    threads = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        single = _standardize(x, bn.EPS_IN_SQRT, in_place=True)
-    finally:
-        numba.set_num_threads(threads)
+    single = on_one_thread(lambda: _standardize(x, bn.EPS_IN_SQRT, in_place=True))
     for one, many in zip(single, _standardize(x, bn.EPS_IN_SQRT, in_place=True)):
         np.testing.assert_array_equal(one, many)

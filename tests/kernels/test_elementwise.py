@@ -1,11 +1,11 @@
 """Element-wise kernels against slow, obvious NumPy references (float64)."""
 
-import numba
 import numpy as np
 import pytest
 
 from protonet.kernels import elementwise as ew
 from tests.helpers.tolerances import KERNEL_ATOL, KERNEL_RTOL
+from tests.helpers.threads import on_one_thread
 
 
 def _sig(x):
@@ -215,12 +215,7 @@ def _run_all_kernels(a, b, v):
 def test_parallel_path_is_used_and_results_do_not_depend_on_thread_count():
     a, b, v = _arrays((7, 5, 1001))
     assert a.size >= ew.PARALLEL_MIN
-    threads = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        single = _run_all_kernels(a, b, v)
-    finally:
-        numba.set_num_threads(threads)
+    single = on_one_thread(lambda: _run_all_kernels(a, b, v))
     for one, many in zip(single, _run_all_kernels(a, b, v)):
         np.testing.assert_array_equal(one, many)
 
@@ -285,12 +280,7 @@ def test_relu_block_path_does_not_depend_on_thread_count(in_place):
         ew.unary_backward(ew.RELU, p, x, y, dx, dx if in_place else np.empty_like(x))
         return y
 
-    threads = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        single = run()
-    finally:
-        numba.set_num_threads(threads)
+    single = on_one_thread(run)
     np.testing.assert_array_equal(single, run())
 
 

@@ -1,11 +1,11 @@
 """LRN kernels against float64 NumPy references of the formulas (Caffe's lrn_layer.cpp)."""
 
-import numba
 import numpy as np
 import pytest
 
 from protonet.kernels import lrn
 from tests.helpers.tolerances import KERNEL_ATOL, KERNEL_RTOL
+from tests.helpers.threads import on_one_thread
 
 # (local_size, alpha, beta, k)
 ACROSS_PARAMS = [(5, 1.0, 0.75, 1.0), (3, 0.1, 0.75, 1.0), (5, 0.5, 0.75, 2.0),
@@ -121,11 +121,6 @@ def test_lrn_kernels_are_bit_identical_for_any_thread_count(rng):
         lrn.lrn_within_backward_data(x, top_diff, power, pooled_diff)
         return results + [power, out, pooled_diff]
 
-    threads = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        single = run()
-    finally:
-        numba.set_num_threads(threads)
+    single = on_one_thread(run)
     for a, b in zip(single, run()):
         np.testing.assert_array_equal(a, b)

@@ -4,11 +4,11 @@ The references accumulate in float32 in the same order as the kernels, so most c
 exact (``assert_array_equal``), as STYLE 2.7 asks for identical arithmetic.
 """
 
-import numba
 import numpy as np
 import pytest
 
 from protonet.kernels import pooling
+from tests.helpers.threads import on_one_thread
 
 # (kernel, stride, pad) as (h, w) pairs: square, rectangular, padded, stride > kernel.
 GEOMETRIES = [
@@ -287,12 +287,7 @@ def test_pooling_kernels_are_bit_identical_for_any_thread_count(rng):
     x = rng.standard_normal(shape).astype(np.float32)
     top_diff = rng.standard_normal(top_shape(shape, (3, 3), (2, 2), (1, 1))).astype(np.float32)
     u = (1 - rng.random(top_shape(shape, (3, 3), (2, 2), (0, 0)))).astype(np.float32)
-    threads = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        single = _run_all(x, u, top_diff)
-    finally:
-        numba.set_num_threads(threads)
+    single = on_one_thread(lambda: _run_all(x, u, top_diff))
     parallel = _run_all(x, u, top_diff)
     for a, b in zip(single, parallel):
         np.testing.assert_array_equal(a, b)

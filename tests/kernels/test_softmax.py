@@ -1,11 +1,11 @@
 """Softmax and loss kernels against slow, obvious NumPy references (float64)."""
 
-import numba
 import numpy as np
 import pytest
 
 from protonet.kernels import softmax as k
 from tests.helpers.tolerances import KERNEL_ATOL, KERNEL_RTOL
+from tests.helpers.threads import on_one_thread
 
 SHAPES = [(1, 1, 1), (2, 5, 1), (3, 4, 7), (1, 3, 6), (4, 1, 2)]
 
@@ -305,12 +305,7 @@ def _run_parallel_kernels(rng):
 
 
 def test_parallel_kernels_do_not_depend_on_thread_count():
-    threads = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        single = _run_parallel_kernels(np.random.default_rng(7))
-    finally:
-        numba.set_num_threads(threads)
+    single = on_one_thread(lambda: _run_parallel_kernels(np.random.default_rng(7)))
     multi = _run_parallel_kernels(np.random.default_rng(7))
     for one, many in zip(single, multi):
         np.testing.assert_array_equal(one, many)

@@ -1,6 +1,5 @@
 """BatchNorm, MVN, Scale and Bias: NumPy references, gradient checks, in-place runs, checks."""
 
-import numba
 import numpy as np
 import pytest
 
@@ -11,6 +10,7 @@ from protonet.kernels.elementwise import PARALLEL_MIN
 from tests.helpers.gradcheck import check_gradient
 from tests.helpers.layers import TEST, TRAIN, blobs_from, make_layer, setup_layer
 from tests.helpers.tolerances import KERNEL_ATOL, KERNEL_RTOL
+from tests.helpers.threads import on_one_thread
 
 
 def _rand(*shape, seed=0, lo=None, hi=None):
@@ -196,12 +196,7 @@ def test_normalization_kernels_do_not_depend_on_thread_count():
         bn_kernels.normalize_backward(bn_kernels.FULL, dy, y, denom, dx)
         return [mean, var, y, dx]
 
-    threads = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        single = run()
-    finally:
-        numba.set_num_threads(threads)
+    single = on_one_thread(run)
     for one, many in zip(single, run()):
         np.testing.assert_array_equal(one, many)
 
