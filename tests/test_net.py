@@ -282,9 +282,10 @@ def test_conv_layers_share_one_col_buffer_sized_for_the_largest():
     net = Net(text_format.Parse(LENET_TRAIN, caffe_pb2.NetParameter()), TRAIN)
     conv1, conv2 = net.layer_dict["conv1"], net.layer_dict["conv2"]
     assert conv1.workspace is conv2.workspace is net.workspace
-    # conv1's columns: 2 images x (1 x 5 x 5) rows x 24 x 24 outputs; conv2's: 2 x 100 x 8 x 8.
-    col = net.workspace.get("conv_col0", 0).base
-    assert col.size == max(2 * 25 * 24 * 24, 2 * 100 * 8 * 8) == 28800
+    # Both run batched (2 images per GEMM): columns then transposed output. conv1: 2 images x
+    # ((1 x 5 x 5) rows + 4 channels) x 24 x 24; conv2: 2 x (100 rows + 5 channels) x 8 x 8.
+    scratch = net.workspace.get("conv_scratch0", 0).base
+    assert scratch.size == max(2 * (25 + 4) * 24 * 24, 2 * (100 + 5) * 8 * 8) == 33408
     gen = np.random.default_rng(5)
     net.blobs["data"].data[...] = gen.random(net.blobs["data"].shape)
     net.blobs["label"].data[...] = [1, 4]

@@ -40,10 +40,9 @@ BAND_MIN_COLUMNS = 1024
 # Output planes up to this many elements use one GEMM over a chunk of images (see above).
 BATCHED_MAX_COL_DIM = 1024
 
-# Workspace slots (one of each per worker thread): the col buffer, the batched path's
-# transposed output, and a weight-gradient product waiting to be added.
-COL_SLOT = "conv_col"
-OUT_SLOT = "conv_out"
+# Workspace slots (one of each per worker thread): the col buffer followed by the batched
+# path's transposed output, and a weight-gradient product waiting to be added.
+SCRATCH_SLOT = "conv_scratch"
 WEIGHT_SLOT = "conv_weight_product"
 
 # (repeated field, prefix of its 2-D _h/_w form or None, default or None when required)
@@ -316,19 +315,22 @@ class BaseConvolutionLayer(Layer):
             self.band_rows = rows if rows < height else None
         # Scratch lives in the net's workspace (conv layers never run at the same time), one
         # set per worker thread; lane 0 is also the scratch of a chunk run alone.
+        self.out_offset = self.chunk * image_col if self.batched or not self.is_1x1 else 0
+        scratch = self.out_offset + (self.chunk * self.conv_out_channels * self.col_dim
+                                     if self.batched else 0)
         lanes = min(threads.num_threads(), -(-self.num // self.chunk))
         for lane in range(lanes):
-            if self.batched or not self.is_1x1:
-                self.workspace.reserve(f"{COL_SLOT}{lane}", self.chunk * image_col)
-            if self.batched:
-                self.workspace.reserve(f"{OUT_SLOT}{lane}",
-                                       self.chunk * self.conv_out_channels * self.col_dim)
+            self.workspace.reserve(f"{SCRATCH_SLOT}{lane}", scratch)
 
     # ---- views and scratch -------------------------------------------------------------------
     # ``lane`` is the worker thread running a chunk (protonet/threads.py), None for a chunk run
     # alone on the calling thread with Numba's parallel kernels and threaded BLAS.
-    def _scratch(self, slot, lane, count):
-        return self.workspace.get(f"{slot}{lane or 0}", count)
+    def _scratch(self, slot, lane, count, offset=0):
+        return self.workspace.get(f"{slot}{lane or 0}", offset + count)[offset:]
+
+    def _col(self, lane, count):
+        """The col buffer of ``lane``: the start of its scratch."""
+        return self._scratch(SCRATCH_SLOT, lane, count)
 
     def _groups(self, array, start, stop, rows):
         """array[start:stop] viewed as (images, group, rows per group, col_dim)."""
@@ -350,21 +352,21 @@ class BaseConvolutionLayer(Layer):
         m = stop - start
         count = self.group * self.kernel_dim * m * self.col_dim
         if self.batched:
-            col = self._scratch(COL_SLOT, lane, count)
+            col = self._col(lane, count)
             self.geometry.im2col(im[start:stop], self.col_spatial, col, rows_first=True,
                                  serial=lane is not None)
             return col.reshape(self.group, self.kernel_dim, m * self.col_dim)
         if self.is_1x1:
             return self._groups(im, start, stop, self.kernel_dim)
-        col = self._scratch(COL_SLOT, lane, count)
+        col = self._col(lane, count)
         self.geometry.im2col(im[start:stop], self.col_spatial, col, serial=lane is not None)
         return col.reshape(m, self.group, self.kernel_dim, self.col_dim)
 
     def _batched_out(self, m, lane):
         """Scratch for the output role in the batched layout, (channels, images, col_dim)."""
         count = self.conv_out_channels * m * self.col_dim
-        return self._scratch(OUT_SLOT, lane, count).reshape(self.conv_out_channels, m,
-                                                             self.col_dim)
+        buffer = self._scratch(SCRATCH_SLOT, lane, count, self.out_offset)
+        return buffer.reshape(self.conv_out_channels, m, self.col_dim)
 
     def _out_chunk(self, out, start, stop, lane):
         """The output role of images start..stop as the GEMMs read it: (images, group, mg,
@@ -419,14 +421,14 @@ class BaseConvolutionLayer(Layer):
         count = self.group * self.kernel_dim * m * self.col_dim
         serial = lane is not None
         if self.batched:
-            col = self._scratch(COL_SLOT, lane, count)
+            col = self._col(lane, count)
             _gemm(weights_t, out_chunk, col.reshape(self.group, self.kernel_dim, -1), lane)
             self.geometry.col2im(col, self.col_spatial, im[start:stop], rows_first=True,
                                  serial=serial)
         elif self.is_1x1:
             _gemm(weights_t, out_chunk, self._groups(im, start, stop, self.kernel_dim), lane)
         else:
-            col = self._scratch(COL_SLOT, lane, count)
+            col = self._col(lane, count)
             _gemm(weights_t, out_chunk, col.reshape(m, self.group, self.kernel_dim,
                                                     self.col_dim), lane)
             self.geometry.col2im(col, self.col_spatial, im[start:stop], serial=serial)
@@ -451,7 +453,7 @@ class BaseConvolutionLayer(Layer):
         round a band's product in the last bit differently from a whole image's."""
         width = self.col_spatial[1]
         count = self.group * self.kernel_dim * (y1 - y0) * width
-        col = self._scratch(COL_SLOT, lane, count)
+        col = self._col(lane, count)
         self.geometry.im2col_rows(im[i:i + 1], y0, (y1 - y0, width), col,
                                   serial=lane is not None)
         mg = self.conv_out_channels // self.group
