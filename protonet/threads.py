@@ -186,26 +186,53 @@ MATMUL_SPLIT_MIN = 1 << 20
 MATMUL_PIECES = 8
 
 
-def matmul(a, b, out):
-    """out = a @ b for 2-D arrays, in blocks of out's rows (or columns) on the worker threads.
+# With accumulate=True a block's product goes through this much per-thread scratch (elements)
+# before it is added into ``out``, so it is added while still in cache.
+ACCUMULATE_BLOCK = 1 << 18
+_scratch = threading.local()
+
+
+def _block_scratch(count):
+    buffer = getattr(_scratch, "buffer", None)
+    if buffer is None or buffer.size < count:
+        buffer = _scratch.buffer = np.empty(max(count, ACCUMULATE_BLOCK), dtype=np.float32)
+    return buffer[:count]
+
+
+def matmul(a, b, out, accumulate=False):
+    """out = a @ b (or out += a @ b with ``accumulate``, as a GEMM with beta 1) for 2-D
+    arrays, in blocks of out's rows (or columns) on the worker threads.
 
     The blocks depend on the shapes alone (one thread runs them one after another) and BLAS
-    runs single-threaded, so the result does not depend on the thread count.
+    runs single-threaded, so the result does not depend on the thread count. Accumulating
+    needs no product-sized buffer: each block's product is added while in cache.
     """
     m, n = out.shape
-    if m * n * a.shape[1] < MATMUL_SPLIT_MIN:
+    if m * n * a.shape[1] < MATMUL_SPLIT_MIN and m * n <= ACCUMULATE_BLOCK:
         with serial_blas():
-            np.matmul(a, b, out=out)
+            if not accumulate:
+                np.matmul(a, b, out=out)
+                return
+            product = _block_scratch(m * n).reshape(m, n)
+            np.matmul(a, b, out=product)
+            out += product
         return
     by_rows = m >= n
     size = m if by_rows else n
-    step = -(-size // min(MATMUL_PIECES, size))
+    pieces = min(MATMUL_PIECES, size)
+    if accumulate:
+        pieces = max(pieces, min(size, -(-m * n // ACCUMULATE_BLOCK)))
+    step = -(-size // pieces)
 
     def block(i, lane):
         lo, hi = i * step, min((i + 1) * step, size)
-        if by_rows:
-            np.matmul(a[lo:hi], b, out=out[lo:hi])
-        else:
-            np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
+        a_part, b_part = (a[lo:hi], b) if by_rows else (a, b[:, lo:hi])
+        target = out[lo:hi] if by_rows else out[:, lo:hi]
+        if not accumulate:
+            np.matmul(a_part, b_part, out=target)
+            return
+        product = _block_scratch(target.size).reshape(target.shape)
+        np.matmul(a_part, b_part, out=product)
+        target += product
 
     run(block, -(-size // step))

@@ -172,3 +172,20 @@ def test_a_forked_child_gets_fresh_worker_threads(two_threads):
             os._exit(2)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize("shape", [(4096, 16, 2304), (16, 700, 64), (3, 4, 5), (500, 64, 800)])
+def test_accumulating_matmul_adds_the_product_without_depending_on_threads(shape):
+    m, k, n = shape
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((k, m), dtype=np.float32).T           # a transposed operand
+    b = rng.standard_normal((k, n), dtype=np.float32)
+    start = rng.standard_normal((m, n), dtype=np.float32)
+    results = []
+    for count in (1, numba.config.NUMBA_NUM_THREADS):
+        out = start.copy()
+        with_threads(count, lambda: threads.matmul(a, b, out, accumulate=True))
+        results.append(out)
+    np.testing.assert_array_equal(results[0], results[1])
+    expected = start.astype(np.float64) + a.astype(np.float64) @ b.astype(np.float64)
+    np.testing.assert_allclose(results[0], expected, rtol=1e-4, atol=1e-4)

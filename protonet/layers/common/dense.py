@@ -62,7 +62,6 @@ class InnerProductLayer(Layer):
         w_shape = (self.k, self.num_output) if self.transpose else (self.num_output, self.k)
         shapes = [w_shape, (self.num_output,)][:2 if self.bias_term else 1]
         _make_params(self, shapes, [p.weight_filler, p.bias_filler])
-        self._weight_grad = np.empty(w_shape, dtype=np.float32)
         self._bias_grad = np.empty(self.num_output, dtype=np.float32)
         self._y_t_buf = Scratch(np.float32)
         self._dx_t_buf = Scratch(np.float32)
@@ -103,11 +102,9 @@ class InnerProductLayer(Layer):
         if self.param_propagate_down[0]:
             # Caffe quirk: param diffs accumulate (inner_product_layer.cpp, gemm with beta 1).
             if self.transpose:
-                threads.matmul(x.T, dy, self._weight_grad)
+                threads.matmul(x.T, dy, self.blobs[0].diff, accumulate=True)
             else:
-                threads.matmul(dy.T, x, self._weight_grad)
-            w_diff = self.blobs[0].diff
-            np.add(w_diff, self._weight_grad, out=w_diff)
+                threads.matmul(dy.T, x, self.blobs[0].diff, accumulate=True)
         if self.bias_term:
             _accumulate_bias_grad(self, 1, dy, self._bias_grad)
         if propagate_down[0]:
