@@ -15,6 +15,8 @@ The base class does what Caffe's ``Layer::SetUp``/``Forward`` wrappers do: check
 runs setup then reshape, sets loss weights, and computes the weighted loss of the tops.
 """
 
+import contextlib
+
 import numpy as np
 
 from ..errors import ProtonetError
@@ -81,6 +83,14 @@ class Layer:
     def fail(self, message):
         """Raise a ProtonetError naming this layer."""
         raise ProtonetError(message, layer=self.name, layer_type=self.type)
+
+    @contextlib.contextmanager
+    def naming_errors(self):
+        """A ProtonetError raised inside the block (a file or record it read) names this layer."""
+        try:
+            yield
+        except ProtonetError as err:
+            raise err.with_context(layer=self.name, layer_type=self.type)
 
     def add_param_blob(self, shape):
         """Append a zero-filled param blob of ``shape`` and return it."""

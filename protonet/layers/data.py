@@ -138,11 +138,9 @@ class PrefetchingDataLayer(Layer):
     def setup(self, bottoms, tops):
         self.close()
         self.output_labels = len(tops) == 2
-        try:
+        with self.naming_errors():
             self.transformer = DataTransformer(self.param.transform_param, self.phase)
             self.data_setup(tops)
-        except ProtonetError as err:
-            raise err.with_context(layer=self.name, layer_type=self.type)
         self._position = self.capture()
         self._start_prefetch()
 
@@ -159,12 +157,10 @@ class PrefetchingDataLayer(Layer):
         """Tops are shaped at setup and by each batch (Caffe's BaseDataLayer::Reshape is empty)."""
 
     def forward(self, bottoms, tops):
-        try:
+        with self.naming_errors():
             if self.prefetcher is None:             # closed: carry on from where we were
                 self._restart(self._position)
             (data, labels), self._position = self.prefetcher.get()
-        except ProtonetError as err:
-            raise err.with_context(layer=self.name, layer_type=self.type)
         tops[0].reshape(data.shape)
         tops[0].data[...] = data
         if self.output_labels:
@@ -177,10 +173,8 @@ class PrefetchingDataLayer(Layer):
 
     def set_position(self, position):
         """Make the next forward return the batch at ``position`` (from get_position)."""
-        try:
+        with self.naming_errors():
             self._restart(position)
-        except ProtonetError as err:
-            raise err.with_context(layer=self.name, layer_type=self.type)
 
     def _restart(self, position):
         self._stop_prefetch()
@@ -392,10 +386,8 @@ class ImageDataLayer(PrefetchingDataLayer):
 
     def _read(self, line_id):
         path = self.root_folder + self.lines[line_id][0]
-        try:
+        with self.naming_errors():
             return read_image(path, *self.new_size, self.is_color).transpose(2, 0, 1)
-        except ProtonetError as err:
-            raise err.with_context(layer=self.name, layer_type=self.type)
 
     def _advance(self):
         self.line_id += 1
@@ -651,11 +643,9 @@ class HDF5DataLayer(Layer):
             self.top_names = [f"top{i}" for i in range(len(tops))]
         self.source = p.source
         log.info("Loading list of HDF5 filenames from: %s", self.source)
-        try:
+        with self.naming_errors():
             self.files = [tok for line in _read_list_file(self.source, "HDF5 file list")
                           for tok in line.split()]
-        except ProtonetError as err:
-            raise err.with_context(layer=self.name, layer_type=self.type)
         if not self.files:
             raise ProtonetError("the HDF5 file list is empty", file=self.source,
                                 layer=self.name, layer_type=self.type)
@@ -726,10 +716,8 @@ class HDF5DataLayer(Layer):
 
     def set_position(self, position):
         """Load the file the position names and continue at its row, in the saved orders."""
-        try:
+        with self.naming_errors():
             self._set_position(position)
-        except ProtonetError as err:
-            raise err.with_context(layer=self.name, layer_type=self.type)
 
     def _set_position(self, position):
         file_order = np.asarray(position["file_order"], dtype=np.int64)
@@ -962,7 +950,7 @@ class DummyDataLayer(Layer):
         self.fillers = _one_or_per_top(fillers, n, "data_filler") if len(fillers) == 1 \
             else fillers
         legacy = (p.num, p.channels, p.height, p.width)
-        try:
+        with self.naming_errors():
             if any(len(f) for f in legacy):
                 if len(p.shape):
                     self.fail("give shape or the legacy num/channels/height/width, not both")
@@ -971,8 +959,6 @@ class DummyDataLayer(Layer):
                 shapes = [tuple(int(d[i]) for d in dims) for i in range(n)]
             else:
                 shapes = [tuple(s.dim) for s in _one_or_per_top(p.shape, n, "shape")]
-        except ProtonetError as err:
-            raise err.with_context(layer=self.name, layer_type=self.type)
         self.refill = [f.type != "constant" for f in self.fillers]
         for top, shape, filler, refill in zip(tops, shapes, self.fillers, self.refill):
             top.reshape(shape)
