@@ -208,7 +208,8 @@ def matmul(a, b, out, accumulate=False):
     needs no product-sized buffer: each block's product is added while in cache.
     """
     m, n = out.shape
-    if m * n * a.shape[1] < MATMUL_SPLIT_MIN and m * n <= ACCUMULATE_BLOCK:
+    # Small products run whole; an accumulated one also needs its product to fit one block.
+    if m * n * a.shape[1] < MATMUL_SPLIT_MIN and (not accumulate or m * n <= ACCUMULATE_BLOCK):
         with serial_blas():
             if not accumulate:
                 np.matmul(a, b, out=out)
