@@ -315,40 +315,36 @@ def time_layers(net, iterations, on_iteration=None):
     (bench/nets.py) runs the same loop, so its per-layer sums add up to ``protonet time``'s.
     ``on_iteration(j, ms)`` is called after each iteration.
     """
-    with threads.serial_blas():      # as the Net's own passes do
-        return _time_layers(net, iterations, on_iteration)
-
-
-def _time_layers(net, iterations, on_iteration):
     records = net.records
     forward_ms = np.zeros(len(records))
     backward_ms = np.zeros(len(records))
     total_forward = total_backward = 0.0
     clock = time.perf_counter
     total_start = clock()
-    for j in range(iterations):
-        iter_start = clock()
-        for i, record in enumerate(records):
-            start = clock()
-            record.layer.layer_forward(record.bottoms, record.tops)
-            forward_ms[i] += (clock() - start) * 1000
-            if net.check_nan:
-                _with_batch(functools.partial(net.check_forward_finite, i), j)
-        middle = clock()
-        total_forward += (middle - iter_start) * 1000
-        # Caffe calls Backward on every layer; one that needs none does nothing there.
-        for i in range(len(records) - 1, -1, -1):
-            record = records[i]
-            start = clock()
-            if record.need_backward:
-                record.layer.layer_backward(record.tops, record.bottom_need_backward,
-                                            record.bottoms)
-            backward_ms[i] += (clock() - start) * 1000
-            if net.check_nan and record.need_backward:
-                _with_batch(functools.partial(net.check_backward_finite, i), j)
-        total_backward += (clock() - middle) * 1000
-        if on_iteration is not None:
-            on_iteration(j, (clock() - iter_start) * 1000)
+    with threads.serial_blas():      # as the Net's own passes do
+        for j in range(iterations):
+            iter_start = clock()
+            for i, record in enumerate(records):
+                start = clock()
+                record.layer.layer_forward(record.bottoms, record.tops)
+                forward_ms[i] += (clock() - start) * 1000
+                if net.check_nan:
+                    _with_batch(functools.partial(net.check_forward_finite, i), j)
+            middle = clock()
+            total_forward += (middle - iter_start) * 1000
+            # Caffe calls Backward on every layer; one that needs none does nothing there.
+            for i in range(len(records) - 1, -1, -1):
+                record = records[i]
+                start = clock()
+                if record.need_backward:
+                    record.layer.layer_backward(record.tops, record.bottom_need_backward,
+                                                record.bottoms)
+                backward_ms[i] += (clock() - start) * 1000
+                if net.check_nan and record.need_backward:
+                    _with_batch(functools.partial(net.check_backward_finite, i), j)
+            total_backward += (clock() - middle) * 1000
+            if on_iteration is not None:
+                on_iteration(j, (clock() - iter_start) * 1000)
     total = (clock() - total_start) * 1000
     n = max(iterations, 1)
     return {
