@@ -120,6 +120,8 @@ CONV = """name: "c" type: "Convolution" convolution_param {{ num_output: {out} k
     dict(shape=(37, 4, 9, 9), out=6, k=3, pad=1, stride=1, group=2),      # batched
     dict(shape=(5, 3, 40, 40), out=4, k=5, pad=2, stride=2, group=1),     # per image
     dict(shape=(9, 8, 20, 20), out=8, k=1, pad=0, stride=1, group=1),     # 1x1
+    dict(shape=(7, 32, 8, 8), out=32, k=5, pad=2, stride=1, group=1),     # row layout
+    dict(shape=(2, 32, 8, 8), out=32, k=5, pad=2, stride=1, group=1, one_chunk=True),
     # Several chunks whose GEMMs are big enough to be split if they ran alone.
     dict(shape=(8, 32, 32, 32), out=64, k=3, pad=1, stride=1, group=1, cap=600000),
     # One chunk for the whole batch: its GEMMs are split over the threads instead.

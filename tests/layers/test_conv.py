@@ -411,3 +411,65 @@ def test_forward_in_bands_of_output_rows_equals_the_whole_image(geometry, monkey
         tops.append(top.data.copy())
     np.testing.assert_allclose(tops[1], tops[0], rtol=1e-5, atol=1e-5)
     assert np.abs(tops[0]).sum() > 0
+
+
+# ---- the row layout (few output channels over a deep window) --------------------------------
+
+ROWS_CASES = [CONV_CASES[i] for i in (0, 1, 4, 5, 6, 9)]       # 2-D, one group, not 1x1
+
+
+@pytest.fixture
+def rows_everywhere(monkeypatch):
+    """Every eligible Convolution takes the row layout, whatever its window depth."""
+    monkeypatch.setattr(conv_module, "ROWS_MIN_KERNEL_DIM", 0)
+
+
+@pytest.mark.parametrize("shape,fields,geometry", ROWS_CASES, ids=_ids(ROWS_CASES))
+def test_row_layout_forward_matches_direct_reference(rng, rows_everywhere, shape, fields,
+                                                     geometry):
+    layer, bottoms, tops = build(rng, conv_text(**fields), [shape])
+    layer.layer_forward(bottoms, tops)
+    assert layer.rows
+    assert_close(tops[0].data, conv_reference(bottoms[0].data, *_params(layer), *geometry))
+
+
+@pytest.mark.parametrize("shape,fields,geometry", ROWS_CASES, ids=_ids(ROWS_CASES))
+def test_row_layout_gradient_matches_numeric(rng, rows_everywhere, shape, fields, geometry):
+    layer, bottoms, tops = build(rng, conv_text(**fields), [shape])
+    assert layer.rows
+    check_gradient(layer, bottoms, tops, max_elements=GRAD_MAX_ELEMENTS)
+
+
+def test_row_layout_equals_the_column_layout_in_chunks(rng, monkeypatch):
+    # CIFAR-10 quick conv3's geometry (5x5x32 window, 64 outputs) at a small batch, chunked.
+    text = conv_text(num_output=64, kernel_size=5, pad=2)
+    x = _random(rng, (6, 32, 8, 8))
+    top_diff = _random(rng, (6, 64, 8, 8))
+    results = []
+    for min_depth in (conv_module.ROWS_MIN_KERNEL_DIM, 1 << 30):
+        monkeypatch.setattr(conv_module, "ROWS_MIN_KERNEL_DIM", min_depth)
+        monkeypatch.setattr(conv_module, "COL_BUFFER_MAX_ELEMENTS", 120000)
+        layer, bottoms, tops = setup_layer(text, [x])
+        layer.blobs[0].data[...] = np.linspace(-1, 1, layer.blobs[0].count).reshape(
+            layer.blobs[0].shape)
+        layer.blobs[0].diff[...] = 0.25              # the weight gradient adds onto this
+        layer.layer_forward(bottoms, tops)
+        tops[0].diff[...] = top_diff
+        layer.backward(tops, [True], bottoms)
+        results.append((layer.rows, layer.chunk, tops[0].data.copy(), bottoms[0].diff.copy(),
+                        layer.blobs[0].diff.copy(), layer.blobs[1].diff.copy()))
+    (rows, chunk, *row_results), (columns, _, *column_results) = results
+    assert rows and not columns and 1 < chunk < 6
+    for ours, ref in zip(row_results, column_results):
+        assert_close(ours, ref)
+
+
+@pytest.mark.parametrize("text", [
+    conv_text(num_output=32, kernel_size=5, pad=2, group=2),          # grouped
+    conv_text(num_output=96, kernel_size=5, pad=2),                   # many outputs
+    conv_text(num_output=32, kernel_size=2, stride=2),                # shallow window
+    conv_text("Deconvolution", num_output=32, kernel_size=5, pad=2),
+])
+def test_row_layout_is_only_for_thin_deep_convolutions(text):
+    layer, _, _ = setup_layer(text, [np.zeros((2, 32, 8, 8))])
+    assert not layer.rows
