@@ -10,18 +10,27 @@ Notation:
 
 Every kernel runs over d (``prange`` from ``elementwise.PARALLEL_MIN`` elements on, serially
 below); each d reads and writes only x[:, d, :], so outputs may alias inputs and the sums do not
-depend on the thread count: float64, per plane in ``elementwise.LANES`` interleaved partial sums,
-then over o in order (``elementwise._plane_sum``). ``standardize`` does a training forward in
-three passes over each d's data, all while it is in cache: mean, variance, then the normalised
-values written to the top and to the copy backward keeps. In-place calls pass one array twice
-to the inlined loops (see elementwise.py's NOTE on aliasing); flat views use uint64 indices.
+depend on the thread count: float64, per plane x[o, d, :] (``_run_sum``...), then over o in
+order. ``standardize`` does a training forward in three passes over each d's data, all while
+it is in cache: mean, variance (Caffe's two-pass order), then the normalised values written to
+the top and to the copy backward keeps; a large blob's copy takes non-temporal stores (see
+elementwise.py's NOTE on them). FULL backward sums dy and dy·y in one pass, then writes dx.
+In-place calls pass one array twice to the inlined loops (see elementwise.py's NOTE on
+aliasing); flat views use uint64 indices.
+
+NOTE: the per-plane sums compile with ``fastmath={"reassoc"}`` (and nothing else: no FMA
+contraction, no finite-math assumptions), which lets LLVM split each sum into vector-wide
+partial sums: without it the float64 additions run one after the other, at a third of memory
+speed. The split is fixed by the compiled loop and the plane's bounds, never by the thread count
+or the data's address, so the results are reproducible; they differ from one running sum by
+float64 rounding only.
 """
 
 import numpy as np
 from numba import njit, prange
 from numba import uint64 as _u
 
-from .elementwise import DOT, PARALLEL_MIN, SQDEV, SUM, _axis_sum_index, _same
+from .elementwise import PARALLEL_MIN, STREAM_MIN, _copy_run, _same, _store_fence
 
 # normalize_backward modes.
 SCALE_ONLY = 0  # dx = dy / denom (BatchNorm with global statistics)
@@ -35,50 +44,108 @@ EPS_IN_SQRT = 1     # sqrt(var + eps) (BatchNorm)
 EPS_AFTER_SQRT = 2  # sqrt(var) + eps (MVN)
 
 
+@njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
+def _run_sum(a, lo, hi):
+    """Σ a[lo:hi] in float64 (flat a, uint64 bounds); see the module docstring's NOTE."""
+    s = 0.0
+    for i in range(lo, hi):
+        s += np.float64(a[i])
+    return s
+
+
+@njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
+def _run_sqdev(a, mu, lo, hi):
+    """Σ (a[i] − mu)² over [lo, hi) in float64, each difference rounded to float32 first."""
+    s = 0.0
+    for i in range(lo, hi):
+        t = np.float64(a[i] - mu)
+        s += t * t
+    return s
+
+
+@njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
+def _run_sum_dot(a, b, lo, hi):
+    """(Σ a[i], Σ a[i]·b[i]) over [lo, hi) in float64, in one pass."""
+    s = 0.0
+    p = 0.0
+    for i in range(lo, hi):
+        ai = np.float64(a[i])
+        s += ai
+        p += ai * np.float64(b[i])
+    return s, p
+
+
 @njit(inline="always", error_model="numpy")
 def _moments_index(xf, with_var, mean, var, d, dim, inner):
-    """mean[d], and var[d] if with_var, of flat x's planes x[:, d, :]."""
-    m = xf.shape[0] // dim if dim else 0
-    zero = np.float32(0.0)
-    mu = np.float32(_axis_sum_index(SUM, xf, xf, zero, d, dim, inner) / m)
+    """mean[d], and var[d] if with_var, of flat x's planes x[:, d, :]: per plane in float64,
+    then over the planes in order."""
+    outer = xf.shape[0] // (dim * inner) if dim * inner else 0
+    m = outer * inner
+    acc = 0.0
+    for o in range(outer):
+        lo = _u((o * dim + d) * inner)
+        acc += _run_sum(xf, lo, lo + _u(inner))
+    mu = np.float32(acc / m)
     mean[d] = mu
     if with_var:
-        var[d] = np.float32(_axis_sum_index(SQDEV, xf, xf, mu, d, dim, inner) / m)
+        acc = 0.0
+        for o in range(outer):
+            lo = _u((o * dim + d) * inner)
+            acc += _run_sqdev(xf, mu, lo, lo + _u(inner))
+        var[d] = np.float32(acc / m)
+
+
+# _normalize_index's copy modes.
+NO_COPY = 0   # y only
+COPY = 1      # y and y_copy in one loop
+STREAM = 2    # y, then y_copy by non-temporal stores (large blobs: not read again soon)
 
 
 @njit(inline="always", error_model="numpy")
-def _normalize_index(xf, mean, denom, y, y_copy, d, dim, inner):
-    """y = y_copy = (x − mean[d]) / denom[d] over the planes x[:, d, :] (flat views)."""
+def _normalize_index(xf, mean, denom, y, y_copy, copy, d, dim, inner):
+    """y (= y_copy) = (x − mean[d]) / denom[d] over the planes x[:, d, :] (flat views)."""
     outer = xf.shape[0] // (dim * inner) if dim * inner else 0
     mu = mean[d]
     sd = denom[d]
     for o in range(outer):
         lo = _u((o * dim + d) * inner)
-        for i in range(lo, lo + _u(inner)):
-            v = (xf[i] - mu) / sd
-            y[i] = v
-            y_copy[i] = v
+        hi = lo + _u(inner)
+        if copy == COPY:
+            for i in range(lo, hi):
+                v = (xf[i] - mu) / sd
+                y[i] = v
+                y_copy[i] = v
+        else:
+            for i in range(lo, hi):
+                y[i] = (xf[i] - mu) / sd
+            if copy == STREAM:
+                _copy_run(y_copy, y, lo, hi, True)
+    if copy == STREAM:
+        _store_fence()
 
 
 @njit(inline="always", error_model="numpy")
-def _standardize_index(xf, eps, denom_mode, mean, var, denom, y, y_copy, d, dim, inner):
+def _standardize_index(xf, eps, denom_mode, mean, var, denom, y, y_copy, copy, d, dim,
+                       inner):
     if denom_mode != GIVEN:
         _moments_index(xf, denom_mode != NO_VARIANCE, mean, var, d, dim, inner)
     if denom_mode == EPS_IN_SQRT:
         denom[d] = np.sqrt(var[d] + eps)
     elif denom_mode == EPS_AFTER_SQRT:
         denom[d] = np.sqrt(var[d]) + eps
-    _normalize_index(xf, mean, denom, y, y_copy, d, dim, inner)
+    _normalize_index(xf, mean, denom, y, y_copy, copy, d, dim, inner)
 
 
 @njit(inline="always", error_model="numpy")
-def _standardize_all(xf, eps, denom_mode, mean, var, denom, y, y_copy, dim, inner):
+def _standardize_all(xf, eps, denom_mode, mean, var, denom, y, y_copy, copy, dim, inner):
     if xf.shape[0] < PARALLEL_MIN:
         for d in range(dim):
-            _standardize_index(xf, eps, denom_mode, mean, var, denom, y, y_copy, d, dim, inner)
+            _standardize_index(xf, eps, denom_mode, mean, var, denom, y, y_copy, copy, d, dim,
+                               inner)
     else:
         for d in prange(dim):
-            _standardize_index(xf, eps, denom_mode, mean, var, denom, y, y_copy, d, dim, inner)
+            _standardize_index(xf, eps, denom_mode, mean, var, denom, y, y_copy, copy, d, dim,
+                               inner)
 
 
 @njit(inline="always", error_model="numpy")
@@ -93,16 +160,25 @@ def _normalize_backward_index(mode, dy, y, denom, dx, d, dim, inner):
             for i in range(lo, lo + _u(inner)):
                 dx[i] = dy[i] / sd
         return
-    zero = np.float32(0.0)
-    sum_dy = _axis_sum_index(SUM, dy, dy, zero, d, dim, inner)
     if mode == CENTER:
-        mu = np.float32(sum_dy / m)
+        acc = 0.0
+        for o in range(outer):
+            lo = _u((o * dim + d) * inner)
+            acc += _run_sum(dy, lo, lo + _u(inner))
+        mu = np.float32(acc / m)
         for o in range(outer):
             lo = _u((o * dim + d) * inner)
             for i in range(lo, lo + _u(inner)):
                 dx[i] = dy[i] - mu
         return
-    s1 = np.float32(_axis_sum_index(DOT, dy, y, zero, d, dim, inner))
+    sum_dy = 0.0
+    sum_dy_y = 0.0
+    for o in range(outer):
+        lo = _u((o * dim + d) * inner)
+        s, p = _run_sum_dot(dy, y, lo, lo + _u(inner))
+        sum_dy += s
+        sum_dy_y += p
+    s1 = np.float32(sum_dy_y)
     s2 = np.float32(sum_dy)
     neg_inv_m = np.float32(-1.0 / m)
     for o in range(outer):
@@ -147,16 +223,23 @@ def standardize(x, eps, denom_mode, mean, var, denom, y, y_copy):
     mean); denom[d] per ``denom_mode`` from var[d] and eps (float32), or read as given with
     NO_VARIANCE and GIVEN; then
     y = y_copy = (x − mean[d]) / denom[d]. x, y, y_copy: (outer, dim, inner) float32; mean,
-    var, denom: (dim,). y may be x; y_copy must alias neither (pass y itself for no copy).
+    var, denom: (dim,). y may be x; y_copy must alias neither (pass y itself for no copy). From
+    ``elementwise.STREAM_MIN`` elements on, y_copy takes non-temporal stores.
     """
     dim, inner = x.shape[1], x.shape[2]
     xf = x.reshape(-1)
+    if _same(y_copy, y):
+        copy = NO_COPY
+    elif x.size >= STREAM_MIN:
+        copy = STREAM
+    else:
+        copy = COPY
     if _same(x, y):
-        _standardize_all(xf, eps, denom_mode, mean, var, denom, xf, y_copy.reshape(-1), dim,
-                         inner)
+        _standardize_all(xf, eps, denom_mode, mean, var, denom, xf, y_copy.reshape(-1), copy,
+                         dim, inner)
     else:
         _standardize_all(xf, eps, denom_mode, mean, var, denom, y.reshape(-1),
-                         y_copy.reshape(-1), dim, inner)
+                         y_copy.reshape(-1), copy, dim, inner)
 
 
 @njit(cache=True, error_model="numpy")

@@ -38,10 +38,14 @@ over o in order.
 """
 
 import math
+import platform
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange
 from numba import uint64 as _u
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 RELU = 0        # p = (negative_slope, -, -, -)
 ELU = 1         # p = (alpha, -, -, -)
@@ -448,6 +452,132 @@ def axis_scale(x, s, y):
 def axis_bias(x, b, y):
     """y[o, d, i] = x[o, d, i] + b[d]. x, y: (outer, dim, inner); b: (dim,); y may be x."""
     _affine(x, np.ones(1, np.float32), b, y)
+
+
+# ---- Scale forward with the saved input, non-temporal stores --------------------------------
+# NOTE: a layer that keeps a copy of a large blob for its backward (Scale and BatchNorm in
+# place) writes that copy with non-temporal stores: an ordinary store first reads the line
+# into the cache (as much DRAM traffic again as the copy itself) and evicts data this layer
+# still reads, for a copy that is read only in backward, long after it left the cache.
+
+# Arrays of at least this many elements write their saved copies with non-temporal stores.
+STREAM_MIN = 1 << 20
+# Elements per non-temporal store (64 bytes, one cache line).
+_STREAM_WIDTH = 16
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+
+
+@intrinsic
+def _stream_line(typingctx, dst, src, i):
+    """dst[i:i + 16] = src[i:i + 16] (flat float32) by one non-temporal 64-byte store; the
+    address of dst[i] must be a multiple of 64."""
+    if not (isinstance(dst, types.Array) and isinstance(src, types.Array)
+            and dst.dtype == src.dtype == types.float32 and dst.ndim == src.ndim == 1
+            and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        dst_type, src_type, _ = signature.args
+        dst_data = context.make_array(dst_type)(context, builder, args[0]).data
+        src_data = context.make_array(src_type)(context, builder, args[1]).data
+        vector = ir.VectorType(ir.FloatType(), _STREAM_WIDTH).as_pointer()
+        value = builder.load(builder.bitcast(builder.gep(src_data, [args[2]]), vector), align=4)
+        store = builder.store(value, builder.bitcast(builder.gep(dst_data, [args[2]]), vector),
+                              align=64)
+        store.set_metadata("nontemporal",
+                           builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return types.void(dst, src, i), codegen
+
+
+@intrinsic
+def _store_fence(typingctx):
+    """Orders the calling thread's non-temporal stores before its later stores (x86 sfence, a
+    full fence elsewhere), so a thread that synchronises with it afterwards sees them."""
+    def codegen(context, builder, signature, args):
+        if _X86:
+            sfence = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse.sfence")
+            builder.call(sfence, [])
+        else:
+            builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@njit(inline="always", error_model="numpy")
+def _copy_run(dst, src, lo, hi, stream):
+    """dst[lo:hi] = src[lo:hi] (flat float32, uint64 bounds). With ``stream`` the 64-byte
+    aligned lines of dst take non-temporal stores, the ragged ends ordinary ones; the caller
+    then runs _store_fence before its task ends."""
+    i = lo
+    if stream:
+        offset = (_u(dst.ctypes.data) + lo * _u(4)) % _u(64)
+        # A float32 array not 4-byte aligned (a raw buffer view) never lines up: all ordinary.
+        head = min(hi, lo + (_u(64) - offset) % _u(64) // _u(4)) if offset % _u(4) == 0 else hi
+        while i < head:
+            dst[i] = src[i]
+            i += _u(1)
+        while i + _u(_STREAM_WIDTH) <= hi:
+            _stream_line(dst, src, i)
+            i += _u(_STREAM_WIDTH)
+    while i < hi:
+        dst[i] = src[i]
+        i += _u(1)
+
+
+@njit(inline="always", error_model="numpy")
+def _affine_copy_block(x, s, t, y, x_copy, copy, stream, dim, inner, b):
+    """Block b of flat views: x_copy = x if ``copy`` (before y may overwrite x), then
+    y = x · s[d] + t[d] run by run of one plane (s or t may be a 1-element stand-in)."""
+    lo, hi = _block(b, x.shape[0])
+    if copy:
+        _copy_run(x_copy, x, lo, hi, stream)
+    i = lo
+    while i < hi:
+        od = i // _u(inner)
+        end = min(hi, (od + _u(1)) * _u(inner))
+        d = od % _u(dim)
+        factor = s[d % _u(s.shape[0])]
+        value = t[d % _u(t.shape[0])]
+        for k in range(i, end):
+            y[k] = x[k] * factor + value
+        i = end
+    if copy and stream:
+        _store_fence()
+
+
+@njit(inline="always", error_model="numpy")
+def _affine_copy_blocks(x, s, t, y, x_copy, copy, dim, inner):
+    n = x.shape[0]
+    blocks = (n + BLOCK - 1) // BLOCK
+    if n < PARALLEL_MIN:
+        for b in range(blocks):
+            _affine_copy_block(x, s, t, y, x_copy, copy, False, dim, inner, b)
+    else:
+        stream = n >= STREAM_MIN
+        for b in prange(blocks):
+            _affine_copy_block(x, s, t, y, x_copy, copy, stream, dim, inner, b)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def axis_affine(x, s, t, y, x_copy):
+    """x_copy = x, then y[o, d, i] = x[o, d, i] · s[d] + t[d] in one pass over x.
+
+    x, y, x_copy: (outer, dim, inner); s, t: (dim,) or (1,) (one value for every d). y may be
+    x; pass y as x_copy for no copy, else x_copy must alias neither. The product is rounded
+    before the sum (no fused multiply-add), so Scale with bias_term gives axis_scale then
+    axis_bias to the bit; t = [−0.0] gives axis_scale. Large copies bypass the cache (NOTE above).
+    """
+    dim, inner = x.shape[1], x.shape[2]
+    xf = x.reshape(-1)
+    copy = not _same(x_copy, y)
+    if _same(x, y):
+        _affine_copy_blocks(xf, s, t, xf, x_copy.reshape(-1), copy, dim, inner)
+    else:
+        _affine_copy_blocks(xf, s, t, y.reshape(-1), x_copy.reshape(-1), copy, dim, inner)
 
 
 @njit(inline="always", error_model="numpy")

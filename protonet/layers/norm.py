@@ -3,8 +3,9 @@
 BatchNorm and MVN share the kernels of :mod:`protonet.kernels.batchnorm` (statistics per index
 of an (outer, dim, inner) view); Scale and Bias share :class:`AxisOperandLayer` (where the
 operand — a param blob or a second bottom — lines up with the bottom) and the per-axis kernels
-of :mod:`protonet.kernels.elementwise`. Scale with ``bias_term`` runs an inner Bias layer, as
-Caffe's scale_layer.cpp does.
+of :mod:`protonet.kernels.elementwise`. Scale with ``bias_term`` keeps an inner Bias layer, as
+Caffe's scale_layer.cpp does; its forward adds the bias in the scaling pass (``axis_affine``,
+which also writes the input copy an in-place Scale keeps for backward).
 """
 
 import numpy as np
@@ -318,6 +319,7 @@ class ScaleLayer(AxisOperandLayer):
         self.bias_layer = self._make_bias_layer(bottoms, tops) if p.bias_term else None
         self.check_blob_count(int(len(bottoms) == 1) + int(p.bias_term))
         self.input_copy = InputCopy()
+        self.no_bias = np.full(1, -0.0, np.float32)  # x · s + (−0) is x · s to the bit
 
     def _make_bias_layer(self, bottoms, tops):
         """Caffe's inner Bias layer; it shares the bias blob, the last of this layer's blobs."""
@@ -345,13 +347,23 @@ class ScaleLayer(AxisOperandLayer):
         self.input_copy.reshape(bottoms[0], tops[0], True)
         if self.bias_layer is not None:
             self.bias_layer.reshape(tops[:1], tops)
+        # The bias joins the scaling pass when it lines up as the scale does (it always does but
+        # for a loaded bias blob of another shape).
+        self.fused_bias = self.bias_layer is not None and self.bias_layer.view == self.view
 
     def forward(self, bottoms, tops):
-        self.input_copy.save(bottoms[0], self)
+        # One pass over x: the input copy (in place, for backward; InputCopy.save's condition),
+        # x · s and, rounded after the product as in Caffe's two layers, the inner Bias's + b.
         scale = bottoms[1] if len(bottoms) > 1 else self.blobs[0]
-        elementwise.axis_scale(bottoms[0].data.reshape(self.view), scale.data.reshape(-1),
-                               tops[0].data.reshape(self.view))
-        if self.bias_layer is not None:
+        y = tops[0].data.reshape(self.view)
+        x_copy = y
+        if self.input_copy.active and self.needs_backward:
+            self.input_copy.blob.reshape(bottoms[0].shape)
+            x_copy = self.input_copy.blob.data.reshape(self.view)
+        bias = self.bias_layer.blobs[0].data.reshape(-1) if self.fused_bias else self.no_bias
+        elementwise.axis_affine(bottoms[0].data.reshape(self.view), scale.data.reshape(-1),
+                                bias, y, x_copy)
+        if self.bias_layer is not None and not self.fused_bias:
             self.bias_layer.forward(tops[:1], tops)
 
     def backward(self, tops, propagate_down, bottoms):

@@ -6,7 +6,8 @@ import pytest
 from protonet.blob import Blob
 from protonet.errors import ProtonetError
 from protonet.kernels import batchnorm as bn_kernels
-from protonet.kernels.elementwise import PARALLEL_MIN
+from protonet.kernels import elementwise
+from protonet.kernels.elementwise import PARALLEL_MIN, STREAM_MIN
 from tests.helpers.gradcheck import check_gradient
 from tests.helpers.layers import TEST, TRAIN, blobs_from, make_layer, setup_layer
 from tests.helpers.tolerances import KERNEL_ATOL, KERNEL_RTOL
@@ -119,6 +120,11 @@ def test_batchnorm_gradient(text):
 @pytest.mark.parametrize("text", [BN_TRAIN, BN_GLOBAL])
 def test_batchnorm_in_place_matches_out_of_place(text):
     _assert_in_place_matches(text, [_rand(3, 2, 2, 3)], init=_bn_init)
+
+
+def test_large_batchnorm_in_place_matches_out_of_place():
+    # From STREAM_MIN elements on the normalised copy for backward takes non-temporal stores.
+    _assert_in_place_matches(BN_TRAIN, [_rand(2, 3, STREAM_MIN // 6 + 5)], init=_bn_init)
 
 
 def test_batchnorm_blobs_are_statistics_with_lr_mult_zero():
@@ -308,3 +314,89 @@ def test_scale_with_loaded_blobs_reuses_them():
 def test_scale_and_bias_reject_misplaced_operands(text, shapes, match):
     with pytest.raises(ProtonetError, match=match):
         setup_layer(text, [np.zeros(s) for s in shapes])
+
+
+# Serial, parallel and streamed (≥ STREAM_MIN) sizes; odd planes; one-element planes.
+AFFINE_SHAPES = [(1, 1, 1), (2, 3, 5), (3, 1, 7), (2, 5, PARALLEL_MIN // 10 + 1),
+                 (2, 3, STREAM_MIN // 6 + 5), (3, STREAM_MIN // 3 + 7, 1)]
+
+
+def _misaligned_like(x):
+    """An empty array shaped like x that starts 4 bytes past a 64-byte boundary."""
+    buffer = np.empty(x.size + 32, np.float32)
+    start = (-buffer.ctypes.data % 64) // 4 + 1
+    return buffer[start:start + x.size].reshape(x.shape)
+
+
+def _scale_then_bias(x, s, t):
+    y = np.empty_like(x)
+    elementwise.axis_scale(x, s, y)
+    elementwise.axis_bias(y, t, y)
+    return y
+
+
+@pytest.mark.parametrize("shape", AFFINE_SHAPES)
+@pytest.mark.parametrize("operands", ["per_d", "one_value"])
+def test_axis_affine_is_scale_then_bias_and_copies_the_input(shape, operands):
+    x = _rand(*shape, seed=20)
+    dim = shape[1] if operands == "per_d" else 1
+    s, t = _rand(dim, seed=21), _rand(dim, seed=22)
+    if operands == "per_d":
+        expected = _scale_then_bias(x, s, t)
+    else:
+        expected = x * s[0] + t[0]
+    y, copy = np.empty_like(x), _misaligned_like(x)
+    elementwise.axis_affine(x, s, t, y, copy)
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(copy, x)
+    in_place, copy = x.copy(), np.empty_like(x)
+    elementwise.axis_affine(in_place, s, t, in_place, copy)
+    np.testing.assert_array_equal(in_place, expected)
+    np.testing.assert_array_equal(copy, x)
+    alone = x.copy()
+    elementwise.axis_affine(alone, s, t, alone, alone)     # no copy
+    np.testing.assert_array_equal(alone, expected)
+
+
+def test_axis_affine_with_a_negative_zero_bias_is_axis_scale():
+    x = _rand(2, 3, 5, seed=23)
+    x[0, 0, :2] = [0.0, -0.0]
+    s = _rand(3, seed=24)
+    expected = np.empty_like(x)
+    elementwise.axis_scale(x, s, expected)
+    y = np.empty_like(x)
+    elementwise.axis_affine(x, s, np.full(1, -0.0, np.float32), y, y)
+    np.testing.assert_array_equal(np.signbit(y), np.signbit(expected))
+    np.testing.assert_array_equal(y, expected)
+
+
+def test_axis_affine_does_not_depend_on_thread_count():
+    x = _rand(2, 3, STREAM_MIN // 6 + 5, seed=25)
+    s, t = _rand(3, seed=26), _rand(3, seed=27)
+
+    def run():
+        y, copy = x.copy(), np.empty_like(x)
+        elementwise.axis_affine(y, s, t, y, copy)
+        return y, copy
+
+    for one, many in zip(on_one_thread(run), run()):
+        np.testing.assert_array_equal(one, many)
+
+
+def test_large_scale_with_bias_in_place_matches_out_of_place():
+    # The input copy for backward rides along in the forward pass (streamed at this size).
+    _assert_in_place_matches(SCALE["scale_bias"][0], [_rand(2, 3, STREAM_MIN // 6 + 5)],
+                             init=_fill_params)
+
+
+def test_scale_with_a_bias_shaped_unlike_the_scale_adds_it_separately():
+    # Loaded blobs may disagree: scale (3,) on axis 1, bias (3, 4) on axes 1-2.
+    layer = make_layer('type: "Scale" scale_param { bias_term: true }')
+    scale, bias = _rand(3, seed=28), _rand(3, 4, seed=29)
+    layer.blobs = blobs_from(scale, bias)
+    x = _rand(2, 3, 4, seed=30)
+    bottoms, tops = blobs_from(x), [Blob()]
+    layer.layer_setup(bottoms, tops)
+    assert not layer.fused_bias
+    layer.layer_forward(bottoms, tops)
+    np.testing.assert_array_equal(tops[0].data, x * scale[None, :, None] + bias[None])
