@@ -10,27 +10,22 @@ Notation:
 
 Every kernel runs over d (``prange`` from ``elementwise.PARALLEL_MIN`` elements on, serially
 below); each d reads and writes only x[:, d, :], so outputs may alias inputs and the sums do not
-depend on the thread count: float64, per plane x[o, d, :] (``_run_sum``...), then over o in
-order. ``standardize`` does a training forward in three passes over each d's data, all while
-it is in cache: mean, variance (Caffe's two-pass order), then the normalised values written to
-the top and to the copy backward keeps; a large blob's copy takes non-temporal stores (see
-elementwise.py's NOTE on them). FULL backward sums dy and dy·y in one pass, then writes dx.
-In-place calls pass one array twice to the inlined loops (see elementwise.py's NOTE on
-aliasing); flat views use uint64 indices.
-
-NOTE: the per-plane sums compile with ``fastmath={"reassoc"}`` (and nothing else: no FMA
-contraction, no finite-math assumptions), which lets LLVM split each sum into vector-wide
-partial sums: without it the float64 additions run one after the other, at a third of memory
-speed. The split is fixed by the compiled loop and the plane's bounds, never by the thread count
-or the data's address, so the results are reproducible; they differ from one running sum by
-float64 rounding only.
+depend on the thread count: float64, per plane x[o, d, :] (``elementwise._plane_sum`` and the
+two sums below, vectorised as its NOTE explains), then over o in order. ``standardize`` does a
+training forward in three passes over each d's data, all while it is in cache: mean, variance
+(Caffe's two-pass order), then the normalised values written to the top and to the copy
+backward keeps; a large blob's copy takes non-temporal stores (see elementwise.py's NOTE on
+them). FULL backward sums dy and dy·y in one pass, then writes dx. In-place calls pass one
+array twice to the inlined loops (see elementwise.py's NOTE on aliasing); flat views use uint64
+indices.
 """
 
 import numpy as np
 from numba import njit, prange
 from numba import uint64 as _u
 
-from .elementwise import PARALLEL_MIN, STREAM_MIN, _copy_run, _same, _store_fence
+from .elementwise import (PARALLEL_MIN, STREAM_MIN, SUM, _copy_run, _plane_sum, _same,
+                          _store_fence)
 
 # normalize_backward modes.
 SCALE_ONLY = 0  # dx = dy / denom (BatchNorm with global statistics)
@@ -42,15 +37,6 @@ GIVEN = -1          # mean and denom given, nothing computed (normalize_forward)
 NO_VARIANCE = 0     # denom left as it is, var not computed (MVN without normalize_variance)
 EPS_IN_SQRT = 1     # sqrt(var + eps) (BatchNorm)
 EPS_AFTER_SQRT = 2  # sqrt(var) + eps (MVN)
-
-
-@njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
-def _run_sum(a, lo, hi):
-    """Σ a[lo:hi] in float64 (flat a, uint64 bounds); see the module docstring's NOTE."""
-    s = 0.0
-    for i in range(lo, hi):
-        s += np.float64(a[i])
-    return s
 
 
 @njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
@@ -84,7 +70,7 @@ def _moments_index(xf, with_var, mean, var, d, dim, inner):
     acc = 0.0
     for o in range(outer):
         lo = _u((o * dim + d) * inner)
-        acc += _run_sum(xf, lo, lo + _u(inner))
+        acc += _plane_sum(SUM, xf, xf, lo, lo + _u(inner))
     mu = np.float32(acc / m)
     mean[d] = mu
     if with_var:
@@ -164,7 +150,7 @@ def _normalize_backward_index(mode, dy, y, denom, dx, d, dim, inner):
         acc = 0.0
         for o in range(outer):
             lo = _u((o * dim + d) * inner)
-            acc += _run_sum(dy, lo, lo + _u(inner))
+            acc += _plane_sum(SUM, dy, dy, lo, lo + _u(inner))
         mu = np.float32(acc / m)
         for o in range(outer):
             lo = _u((o * dim + d) * inner)

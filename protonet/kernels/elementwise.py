@@ -32,9 +32,14 @@ pointer. They index flat views with uint64 (``_u``; see pooling.py's NOTE) in bl
 ``BLOCK`` elements.
 
 Reductions (``axis_sum``, ``axis_dot``, ``prelu_slope_grad``) sum each output in float64 in
-one fixed order, whatever the thread count: per plane x[o, d, :] in ``LANES`` interleaved
-partial sums (``_plane_sum``; independent chains instead of one add-latency-bound chain), then
-over o in order.
+one fixed order, whatever the thread count: per plane x[o, d, :] (``_plane_sum``), then over o
+in order.
+
+NOTE: ``_plane_sum`` compiles with ``fastmath={"reassoc"}`` and nothing else (no FMA
+contraction, no finite-math assumptions): it lets LLVM split the float64 sum into vector-wide
+partial sums, which run at memory speed instead of one add latency per element. The split is
+fixed by the compiled loop and the plane's bounds, never by the thread count or the data's
+address, so results are reproducible; they differ from one running sum by float64 rounding.
 """
 
 import math
@@ -72,8 +77,6 @@ BNLL_THRESHOLD = 50.0
 PARALLEL_MIN = 1 << 15
 # Elements per task of the vectorised kernels' parallel loops (64 KB of float32).
 BLOCK = 1 << 14
-# Partial sums per plane in ``_plane_sum``.
-LANES = 8
 
 
 def params(*values):
@@ -330,49 +333,30 @@ def multiply(a, b, out):
 
 SUM = 0     # _plane_sum terms: a[i]
 DOT = 1     # a[i] · b[i]
-SQDEV = 2   # (a[i] − mu)², the difference rounded to float32 first
 
 
-@njit(inline="always", error_model="numpy")
-def _term(kind, a, b, mu, i):
+@njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
+def _plane_sum(kind, a, b, lo, hi):
+    """Σ_{lo ≤ i < hi} a[i] (SUM) or a[i]·b[i] (DOT) in float64 over flat a (and b), uint64
+    bounds; see the module docstring's NOTE on the order."""
+    s = 0.0
     if kind == SUM:
-        return np.float64(a[i])
-    if kind == DOT:
-        return np.float64(a[i]) * np.float64(b[i])
-    t = np.float64(a[i] - mu)
-    return t * t
+        for i in range(lo, hi):
+            s += np.float64(a[i])
+    else:
+        for i in range(lo, hi):
+            s += np.float64(a[i]) * np.float64(b[i])
+    return s
 
 
 @njit(inline="always", error_model="numpy")
-def _plane_sum(kind, a, b, mu, lo, hi):
-    """Σ_{lo ≤ i < hi} term(i) in float64 over flat a (and b): LANES interleaved partial sums
-    (lane k takes i ≡ lo + k), added pairwise at the end; the order is fixed by lo and hi."""
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-    i = lo
-    while i + _u(LANES) <= hi:
-        s0 += _term(kind, a, b, mu, i)
-        s1 += _term(kind, a, b, mu, i + _u(1))
-        s2 += _term(kind, a, b, mu, i + _u(2))
-        s3 += _term(kind, a, b, mu, i + _u(3))
-        s4 += _term(kind, a, b, mu, i + _u(4))
-        s5 += _term(kind, a, b, mu, i + _u(5))
-        s6 += _term(kind, a, b, mu, i + _u(6))
-        s7 += _term(kind, a, b, mu, i + _u(7))
-        i += _u(LANES)
-    while i < hi:
-        s0 += _term(kind, a, b, mu, i)
-        i += _u(1)
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
-
-
-@njit(inline="always", error_model="numpy")
-def _axis_sum_index(kind, a, b, mu, d, dim, inner):
+def _axis_sum_index(kind, a, b, d, dim, inner):
     """Σ_o Σ_i term over the planes a[o, d, :] of flat (outer · dim · inner) views."""
     outer = a.shape[0] // (dim * inner) if dim * inner else 0
     acc = 0.0
     for o in range(outer):
         lo = _u((o * dim + d) * inner)
-        acc += _plane_sum(kind, a, b, mu, lo, lo + _u(inner))
+        acc += _plane_sum(kind, a, b, lo, lo + _u(inner))
     return acc
 
 
@@ -586,14 +570,13 @@ def _reduce(kind, a, b, accumulate, out):
     dim, inner = a.shape[1], a.shape[2]
     af = a.reshape(-1)
     bf = b.reshape(-1)
-    zero = np.float32(0.0)
     if a.size < PARALLEL_MIN:
         for d in range(dim):
-            acc = _axis_sum_index(kind, af, bf, zero, d, dim, inner)
+            acc = _axis_sum_index(kind, af, bf, d, dim, inner)
             out[d] = np.float32(out[d] + acc) if accumulate else np.float32(acc)
     else:
         for d in prange(dim):
-            acc = _axis_sum_index(kind, af, bf, zero, d, dim, inner)
+            acc = _axis_sum_index(kind, af, bf, d, dim, inner)
             out[d] = np.float32(out[d] + acc) if accumulate else np.float32(acc)
 
 
