@@ -26,6 +26,11 @@ FULL_SHAPES = (
     ("conv VGG conv3 (256x2304 · 2304x3136)", 256, 2304, 3136),
     ("conv ResNet res2 3x3 (64x576 · 576x3136)", 64, 576, 3136),
     ("fc CaffeNet fc6 batch 16 (16x9216 · 9216x4096)", 16, 9216, 4096),
+    # The shallow-window convolutions (3 or fewer input channels) at a whole batch's width:
+    # BLAS's own ceiling at the shapes those layers must multiply.
+    ("conv LeNet conv1 batch 64 (20x25 · 25x36864)", 20, 25, 36864),
+    ("conv CIFAR-10 conv1 batch 100 (32x75 · 75x102400)", 32, 75, 102400),
+    ("conv VGG conv1_1 (64x27 · 27x50176)", 64, 27, 50176),
 )
 QUICK_SHAPES = (
     ("square 1024", 1024, 1024, 1024),
