@@ -10,6 +10,8 @@ import gc
 import os
 import weakref
 
+import math
+
 import numpy as np
 
 from .errors import ProtonetError
@@ -138,7 +140,9 @@ class Blob:
     def count_axes(self, start, end=None):
         """Product of dimensions start..end-1 (Caffe's ``count(start, end)``)."""
         end = len(self._shape) if end is None else end
-        return int(np.prod(self._shape[start:end], dtype=np.int64)) if end > start else 1
+        # math.prod of Python ints: exact, and a tenth of np.prod's cost on a short tuple (this
+        # runs in every reshape, which matters for small layers).
+        return math.prod(self._shape[start:end]) if end > start else 1
 
     def canonical_axis(self, axis):
         """A possibly negative axis index as a non-negative one, checked against num_axes."""

@@ -89,7 +89,76 @@ def test_softmax_forward_may_run_in_place(rng):
     close(x, expected)
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
+# Rows (inner = 1) of odd lengths, a classifier batch, strided classes over more than one chunk
+# of positions (SOFTMAX_CHUNK), and blobs above PARALLEL_MIN in both layouts.
+FAST_SHAPES = [(3, 37, 1), (16, 1000, 1), (2, 3, 2500), (1, 21, 1030), (64, 1000, 1),
+               (2, 21, 1600)]
+
+
+@pytest.mark.parametrize("shape", FAST_SHAPES, ids=str)
+def test_softmax_forward_matches_reference_on_vectorised_paths(rng, shape):
+    x = f32(rng.standard_normal(shape) * 8)
+    out = np.empty_like(x)
+    k.softmax_forward(x, out)
+    close(out, ref_softmax(x))
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(4, 300, 1), (2, 5, 70)], ids=str)
+def test_softmax_forward_flushes_far_below_the_max_to_zero(shape):
+    """e^(x − max) below e^−87.3 is 0 (np.exp would give a subnormal or 0)."""
+    x = np.zeros(shape, np.float32)
+    x[:, 0] = 100.0
+    x[:, 1] = 100.0 - 87.0
+    x[:, 2] = -100.0
+    out = np.empty_like(x)
+    k.softmax_forward(x, out)
+    close(out, ref_softmax(x))
+    assert (out[:, 2] == 0).all()
+
+
+@pytest.mark.parametrize("shape", [(3, 40, 1), (3, 6, 33)], ids=str)
+def test_softmax_forward_propagates_nan_and_inf_like_caffe(shape):
+    """A NaN or +inf anywhere in a distribution makes all of it NaN (NaN enters the sum; inf −
+    inf is NaN); −inf scores get probability 0; other distributions are untouched."""
+    x = np.zeros(shape, np.float32)
+    x[0, 4, 0] = np.nan
+    x[1, 3, -1] = np.inf
+    x[2, 1, 0] = -np.inf
+    out = np.empty_like(x)
+    with np.errstate(invalid="ignore"):
+        expected = ref_softmax(x)
+        k.softmax_forward(x, out)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(expected))
+    finite = ~np.isnan(expected)
+    close(out[finite], expected[finite])
+
+
+@pytest.mark.parametrize("shape", [(16, 1000, 1), (2, 21, 1600)], ids=str)
+def test_softmax_forward_in_place_on_vectorised_paths(rng, shape):
+    x = f32(rng.standard_normal(shape) * 3)
+    expected = np.empty_like(x)
+    k.softmax_forward(x, expected)
+    k.softmax_forward(x, x)
+    np.testing.assert_array_equal(x, expected)
+
+
+@pytest.mark.parametrize("shape", [(64, 1000, 1), (2, 21, 1600)], ids=str)
+def test_softmax_kernels_are_bit_identical_for_any_thread_count(rng, shape):
+    x = f32(rng.standard_normal(shape) * 3)
+    dy = f32(rng.standard_normal(shape))
+
+    def run():
+        y, dx = np.empty_like(x), np.empty_like(x)
+        k.softmax_forward(x, y)
+        k.softmax_backward(y, dy, dx)
+        return y, dx
+
+    for a, b in zip(on_one_thread(run), run()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("shape", SHAPES + FAST_SHAPES, ids=str)
 def test_softmax_backward_matches_reference(rng, shape):
     y = f32(ref_softmax(rng.standard_normal(shape)))
     dy = f32(rng.standard_normal(shape))
@@ -97,6 +166,16 @@ def test_softmax_backward_matches_reference(rng, shape):
     k.softmax_backward(y, dy, dx)
     y64, dy64 = y.astype(np.float64), dy.astype(np.float64)
     close(dx, (dy64 - (dy64 * y64).sum(axis=1, keepdims=True)) * y64)
+
+
+@pytest.mark.parametrize("shape", [(3, 37, 1), (2, 21, 1600)], ids=str)
+def test_softmax_backward_may_run_in_place(rng, shape):
+    y = f32(ref_softmax(rng.standard_normal(shape)))
+    dy = f32(rng.standard_normal(shape))
+    expected = np.empty_like(dy)
+    k.softmax_backward(y, dy, expected)
+    k.softmax_backward(y, dy, dy)
+    np.testing.assert_array_equal(dy, expected)
 
 
 # ---- SoftmaxWithLoss / Infogain --------------------------------------------------------------

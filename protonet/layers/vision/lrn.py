@@ -13,7 +13,11 @@ WITHIN_CHANNEL = caffe_pb2.LRNParameter.WITHIN_CHANNEL
 
 
 class _AcrossChannels:
-    """y = x·(k + α/n·Σ_{c' near c} x_{c'}²)^−β; keeps the scale and scale^−β for backward."""
+    """y = x·(k + α/n·Σ_{c' near c} x_{c'}²)^−β.
+
+    Keeps nothing between passes: backward rebuilds the scale from x with forward's
+    arithmetic, which costs less than writing it (and scale^−β) in forward and reading it back.
+    """
 
     def __init__(self, size, alpha, beta, k):
         self.size = size
@@ -22,21 +26,17 @@ class _AcrossChannels:
         self.alpha_over_size = np.float32(np.float32(alpha) / np.float32(size))
         # Caffe computes 2·α·β/n in double and stores it as float (lrn_layer.cpp).
         self.cache_ratio = np.float32(2.0 * alpha * beta / size)
-        self._buffers = [Scratch() for _ in range(3)]
-        self.scale = self.power = self.accum = None
 
     def reshape(self, shape):
-        n, _, h, w = shape
-        self.scale, self.power = (b.view(shape) for b in self._buffers[:2])
-        self.accum = self._buffers[2].view((n, h, w))
+        """Nothing to size: the kernels keep their scratch per task."""
 
     def forward(self, x, out):
         lrn_kernels.lrn_across_forward(x, self.size, self.alpha_over_size, self.k, self.beta,
-                                       self.scale, self.power, out)
+                                       out)
 
     def backward(self, x, top_data, top_diff, bottom_diff):
-        lrn_kernels.lrn_across_backward(x, top_data, top_diff, self.scale, self.power,
-                                        self.size, self.cache_ratio, self.accum, bottom_diff)
+        lrn_kernels.lrn_across_backward(x, top_data, top_diff, self.size, self.alpha_over_size,
+                                        self.k, self.beta, self.cache_ratio, bottom_diff)
 
 
 class _WithinChannel:
