@@ -92,8 +92,8 @@ def ref_ave_pool(x, kernel, stride, pad, shape):
     return out
 
 
-def ref_max_backward(top_diff, mask, bottom_shape):
-    bottom_diff = np.zeros(bottom_shape, dtype=np.float32)
+def ref_max_backward(top_diff, mask, bottom_shape, start=None):
+    bottom_diff = np.zeros(bottom_shape, dtype=np.float32) if start is None else start.copy()
     for i, j, oy, ox in np.ndindex(*top_diff.shape):
         index = mask[i, j, oy, ox]
         if index >= 0:
@@ -102,8 +102,8 @@ def ref_max_backward(top_diff, mask, bottom_shape):
     return bottom_diff
 
 
-def ref_ave_backward(top_diff, kernel, stride, pad, bottom_shape):
-    bottom_diff = np.zeros(bottom_shape, dtype=np.float32)
+def ref_ave_backward(top_diff, kernel, stride, pad, bottom_shape, start=None):
+    bottom_diff = np.zeros(bottom_shape, dtype=np.float32) if start is None else start.copy()
     for i in range(bottom_shape[0]):
         for j in range(bottom_shape[1]):
             for oy, ox, y0, y1, x0, x1, size in windows(top_diff.shape[2:], bottom_shape[2:],
@@ -152,11 +152,10 @@ def ref_stochastic_test(x, kernel, stride, shape):
     return out
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("kernel, stride, pad", GEOMETRIES, ids=str)
-def test_max_pool_forward_and_backward_match_caffe_loops(rng, shape, kernel, stride, pad):
-    x = rng.standard_normal(shape).astype(np.float32)
-    tshape = top_shape(shape, kernel, stride, pad)
+def check_max_pool(x, kernel, stride, pad, top_diff):
+    """Forward values and argmax, and backward (both modes), against Caffe's loops."""
+    shape = x.shape
+    tshape = top_diff.shape
     out = np.empty(tshape, dtype=np.float32)
     mask = np.empty(tshape, dtype=np.int32)
     pooling.max_pool_forward(x, kernel, stride, pad, out, mask)
@@ -164,13 +163,43 @@ def test_max_pool_forward_and_backward_match_caffe_loops(rng, shape, kernel, str
     np.testing.assert_array_equal(out, ref_out)
     np.testing.assert_array_equal(mask, ref_mask)
 
-    top_diff = rng.standard_normal(tshape).astype(np.float32)
-    bottom_diff = np.zeros(shape, dtype=np.float32)
+    expected = ref_max_backward(top_diff, ref_mask, shape)
+    start = np.arange(x.size, dtype=np.float32).reshape(shape)
+    bottom_diff = start.copy()
     pooling.max_pool_backward(top_diff, mask, bottom_diff, True)
-    np.testing.assert_array_equal(bottom_diff, ref_max_backward(top_diff, mask, shape))
+    np.testing.assert_array_equal(bottom_diff, ref_max_backward(top_diff, ref_mask, shape,
+                                                                start=start))
     bottom_diff[...] = np.nan                 # accumulate=False overwrites every element
     pooling.max_pool_backward(top_diff, mask, bottom_diff, False)
-    np.testing.assert_array_equal(bottom_diff, ref_max_backward(top_diff, mask, shape))
+    np.testing.assert_array_equal(bottom_diff, expected)
+    return mask
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("kernel, stride, pad", GEOMETRIES, ids=str)
+def test_max_pool_forward_and_backward_match_caffe_loops(rng, shape, kernel, stride, pad):
+    x = rng.standard_normal(shape).astype(np.float32)
+    tshape = top_shape(shape, kernel, stride, pad)
+    check_max_pool(x, kernel, stride, pad, rng.standard_normal(tshape).astype(np.float32))
+
+
+def check_ave_pool(x, kernel, stride, pad, top_diff):
+    """Forward and backward (both modes), bit for bit against Caffe's loops."""
+    shape = x.shape
+    tshape = top_diff.shape
+    out = np.empty(tshape, dtype=np.float32)
+    pooling.ave_pool_forward(x, kernel, stride, pad, out)
+    np.testing.assert_array_equal(out, ref_ave_pool(x, kernel, stride, pad, tshape))
+
+    expected = ref_ave_backward(top_diff, kernel, stride, pad, shape)
+    start = np.arange(x.size, dtype=np.float32).reshape(shape) / 8
+    bottom_diff = start.copy()
+    pooling.ave_pool_backward(top_diff, kernel, stride, pad, bottom_diff, True)
+    np.testing.assert_array_equal(
+        bottom_diff, ref_ave_backward(top_diff, kernel, stride, pad, shape, start=start))
+    bottom_diff[...] = np.nan                 # accumulate=False overwrites every element
+    pooling.ave_pool_backward(top_diff, kernel, stride, pad, bottom_diff, False)
+    np.testing.assert_array_equal(bottom_diff, expected)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
@@ -178,50 +207,95 @@ def test_max_pool_forward_and_backward_match_caffe_loops(rng, shape, kernel, str
 def test_ave_pool_forward_and_backward_match_caffe_loops(rng, shape, kernel, stride, pad):
     x = rng.standard_normal(shape).astype(np.float32)
     tshape = top_shape(shape, kernel, stride, pad)
-    out = np.empty(tshape, dtype=np.float32)
-    pooling.ave_pool_forward(x, kernel, stride, pad, out)
-    np.testing.assert_array_equal(out, ref_ave_pool(x, kernel, stride, pad, tshape))
+    check_ave_pool(x, kernel, stride, pad, rng.standard_normal(tshape).astype(np.float32))
 
+
+# The bench's geometries on small planes (the specialised 2×2/s2, 3×3/s2, 3×3/s1 paths), odd
+# sizes, planes narrower than a vector, and a chunk of planes above PARALLEL_MIN.
+FAST_PATH_CASES = [
+    ((3, 5, 8, 8), (2, 2), (2, 2), (0, 0)),
+    ((2, 3, 9, 7), (2, 2), (2, 2), (0, 0)),   # odd: the ceil window is clipped
+    ((2, 3, 16, 16), (3, 3), (2, 2), (0, 0)),
+    ((2, 3, 11, 13), (3, 3), (2, 2), (0, 0)),
+    ((2, 3, 12, 9), (3, 3), (2, 2), (1, 1)),
+    ((2, 3, 6, 6), (3, 3), (1, 1), (1, 1)),
+    ((2, 3, 5, 4), (3, 3), (1, 1), (0, 0)),
+    ((2, 2, 7, 10), (3, 3), (1, 1), (2, 2)),
+    ((1, 1, 3, 3), (3, 3), (2, 2), (1, 1)),
+    ((4, 40, 16, 15), (3, 3), (2, 2), (1, 1)),
+    ((2, 16, 40, 41), (2, 2), (2, 2), (0, 0)),
+    ((2, 3, 9, 9), (5, 5), (1, 1), (2, 2)),   # LRN WITHIN_CHANNEL's AVE geometry
+    ((1, 2, 13, 13), (7, 7), (7, 7), (3, 3)),  # an SPP level: stride = kernel, padded
+    ((1, 2, 17, 18), (16, 16), (1, 1), (0, 0)),  # a large window on a small plane
+    ((2, 3, 7, 7), (7, 7), (1, 1), (0, 0)),   # the window is the plane
+    ((1, 2, 20, 20), (20, 20), (1, 1), (0, 0)),
+]
+
+
+def tie_heavy(rng, shape):
+    """ReLU-like values on a coarse grid: many zeros and equal maxima in every window."""
+    return np.maximum(rng.integers(-3, 3, size=shape), 0).astype(np.float32)
+
+
+@pytest.mark.parametrize("shape, kernel, stride, pad", FAST_PATH_CASES, ids=str)
+@pytest.mark.parametrize("values", ["normal", "ties"])
+def test_pooling_fast_paths_match_caffe_loops(rng, shape, kernel, stride, pad, values):
+    x = (rng.standard_normal(shape).astype(np.float32) if values == "normal"
+         else tie_heavy(rng, shape))
+    top_diff = rng.standard_normal(top_shape(shape, kernel, stride, pad)).astype(np.float32)
+    check_max_pool(x, kernel, stride, pad, top_diff)
+    check_ave_pool(x, kernel, stride, pad, top_diff)
+
+
+@pytest.mark.parametrize("shape, kernel, stride, pad", FAST_PATH_CASES[:10], ids=str)
+def test_max_pool_takes_first_maximum_among_specials(rng, shape, kernel, stride, pad):
+    """-inf, NaN and -FLT_MAX never win (Caffe's -FLT_MAX start and strict >), ties keep the
+    first in row-major order, and windows holding only such values give -FLT_MAX and -1."""
+    specials = np.array([-np.inf, np.nan, -FLT_MAX, 0.0, 1.0, np.inf], dtype=np.float32)
+    x = specials[rng.integers(0, 6, size=shape)]
+    x[0, 0] = specials[rng.integers(0, 3, size=shape[2:])]   # a plane of losers only
+    top_diff = rng.standard_normal(top_shape(shape, kernel, stride, pad)).astype(np.float32)
+    mask = check_max_pool(x, kernel, stride, pad, top_diff)
+    assert np.all(mask[0, 0] == -1)
+
+
+@pytest.mark.parametrize("shape, kernel, stride, pad", [
+    ((2, 3, 7, 8), (2, 2), (2, 2), (0, 0)),
+    ((2, 3, 12, 11), (3, 3), (2, 2), (0, 0)),
+    ((2, 3, 10, 9), (3, 3), (3, 3), (1, 1)),
+    ((1, 2, 11, 10), (2, 3), (4, 3), (0, 0)),
+], ids=str)
+def test_pooling_with_floor_rounding_leaves_the_last_rows_and_columns_out(rng, shape, kernel,
+                                                                          stride, pad):
+    """Round mode FLOOR: no window reaches the last bottom rows/columns (zero gradient)."""
+    tshape = shape[:2] + tuple((shape[2 + a] + 2 * pad[a] - kernel[a]) // stride[a] + 1
+                               for a in range(2))
+    assert tshape != top_shape(shape, kernel, stride, pad)
+    x = rng.standard_normal(shape).astype(np.float32)
     top_diff = rng.standard_normal(tshape).astype(np.float32)
-    bottom_diff = np.zeros(shape, dtype=np.float32)
-    pooling.ave_pool_backward(top_diff, kernel, stride, pad, bottom_diff, True)
-    expected = ref_ave_backward(top_diff, kernel, stride, pad, shape)
-    np.testing.assert_array_equal(bottom_diff, expected)
-    bottom_diff[...] = np.nan                 # accumulate=False overwrites every element
-    pooling.ave_pool_backward(top_diff, kernel, stride, pad, bottom_diff, False)
-    np.testing.assert_array_equal(bottom_diff, expected)
+    check_max_pool(x, kernel, stride, pad, top_diff)
+    check_ave_pool(x, kernel, stride, pad, top_diff)
 
 
-@pytest.mark.parametrize("method", ["MAX", "AVE"])
-def test_global_pooling_matches_caffe_loops(rng, method):
-    shape = (2, 3, 7, 7)
-    x = rng.standard_normal(shape).astype(np.float32)
-    geometry = ((7, 7), (1, 1), (0, 0))
-    tshape = top_shape(shape, *geometry)
-    out = np.empty(tshape, dtype=np.float32)
-    if method == "MAX":
-        mask = np.empty(tshape, dtype=np.int32)
-        pooling.max_pool_forward(x, *geometry, out, mask)
-        ref_out, ref_mask = ref_max_pool(x, *geometry, tshape)
-        np.testing.assert_array_equal(mask, ref_mask)
-    else:
-        pooling.ave_pool_forward(x, *geometry, out)
-        ref_out = ref_ave_pool(x, *geometry, tshape)
-    np.testing.assert_array_equal(out, ref_out)
+def test_max_pool_without_mask_gives_the_same_values(rng):
+    for shape, kernel, stride, pad in FAST_PATH_CASES:
+        x = tie_heavy(rng, shape)
+        tshape = top_shape(shape, kernel, stride, pad)
+        out = np.empty(tshape, dtype=np.float32)
+        pooling.max_pool_forward(x, kernel, stride, pad, out, np.empty(0, np.int32))
+        np.testing.assert_array_equal(out, ref_max_pool(x, kernel, stride, pad, tshape)[0])
 
 
-def test_max_pool_backward_accumulates_into_bottom_diff(rng):
-    shape, kernel, stride, pad = (1, 2, 6, 6), (2, 2), (2, 2), (0, 0)
-    x = rng.standard_normal(shape).astype(np.float32)
+def test_max_pool_backward_routes_by_a_float_mask_top(rng):
+    shape, kernel, stride, pad = (2, 3, 7, 6), (3, 3), (2, 2), (1, 1)
     tshape = top_shape(shape, kernel, stride, pad)
-    out, mask = np.empty(tshape, np.float32), np.empty(tshape, np.int32)
-    pooling.max_pool_forward(x, kernel, stride, pad, out, mask)
+    x = rng.standard_normal(shape).astype(np.float32)
+    _, ref_mask = ref_max_pool(x, kernel, stride, pad, tshape)
+    ref_mask[0, 0, 0, 0] = -1                 # routes nothing
     top_diff = rng.standard_normal(tshape).astype(np.float32)
-    start = rng.standard_normal(shape).astype(np.float32)
-    bottom_diff = start.copy()
-    pooling.max_pool_backward(top_diff, mask, bottom_diff, True)
-    # stride = kernel: each bottom element receives at most one top diff
-    np.testing.assert_array_equal(bottom_diff, start + ref_max_backward(top_diff, mask, shape))
+    bottom_diff = np.full(shape, np.nan, dtype=np.float32)
+    pooling.max_pool_backward(top_diff, ref_mask.astype(np.float32), bottom_diff, False)
+    np.testing.assert_array_equal(bottom_diff, ref_max_backward(top_diff, ref_mask, shape))
 
 
 def test_max_pool_of_all_nan_window_gives_minus_flt_max_and_no_gradient():
@@ -261,17 +335,16 @@ def test_stochastic_pool_on_zero_window_takes_the_first_position():
     assert out[0, 0, 0, 0] == 0
 
 
-def _run_all(x, u, top_diff):
-    """Every kernel once (3×3 windows, stride 2; pad 1 for MAX/AVE); copies of all outputs."""
-    kernel, stride, pad = (3, 3), (2, 2), (1, 1)
+def _run_all(x, u, top_diff, kernel, stride, pad):
+    """Every kernel once (STOCHASTIC without pad); copies of all outputs."""
     results = []
     out, mask = np.empty(top_diff.shape, np.float32), np.empty(top_diff.shape, np.int32)
     pooling.max_pool_forward(x, kernel, stride, pad, out, mask)
-    bottom_diff = np.zeros_like(x)
+    bottom_diff = np.ones_like(x)
     pooling.max_pool_backward(top_diff, mask, bottom_diff, True)
     results += [out.copy(), mask.copy(), bottom_diff.copy()]
     pooling.ave_pool_forward(x, kernel, stride, pad, out)
-    bottom_diff[...] = 0
+    bottom_diff[...] = 1
     pooling.ave_pool_backward(top_diff, kernel, stride, pad, bottom_diff, True)
     results += [out.copy(), bottom_diff.copy()]
     out, index = np.empty(u.shape, np.float32), np.empty(u.shape, np.int32)
@@ -282,12 +355,17 @@ def _run_all(x, u, top_diff):
     return results
 
 
-def test_pooling_kernels_are_bit_identical_for_any_thread_count(rng):
-    shape = (4, 40, 16, 15)                   # above PARALLEL_MIN: the prange path runs
+@pytest.mark.parametrize("shape, kernel, stride, pad", [
+    ((4, 40, 16, 15), (3, 3), (2, 2), (1, 1)),    # above PARALLEL_MIN: the prange path runs
+    ((2, 12, 40, 41), (2, 2), (2, 2), (0, 0)),    # ... in several chunks of planes
+    ((3, 300, 7, 7), (7, 7), (1, 1), (0, 0)),     # ... through the whole-plane path
+])
+def test_pooling_kernels_are_bit_identical_for_any_thread_count(rng, shape, kernel, stride,
+                                                                 pad):
     x = rng.standard_normal(shape).astype(np.float32)
-    top_diff = rng.standard_normal(top_shape(shape, (3, 3), (2, 2), (1, 1))).astype(np.float32)
-    u = (1 - rng.random(top_shape(shape, (3, 3), (2, 2), (0, 0)))).astype(np.float32)
-    single = on_one_thread(lambda: _run_all(x, u, top_diff))
-    parallel = _run_all(x, u, top_diff)
+    top_diff = rng.standard_normal(top_shape(shape, kernel, stride, pad)).astype(np.float32)
+    u = (1 - rng.random(top_shape(shape, kernel, stride, (0, 0)))).astype(np.float32)
+    single = on_one_thread(lambda: _run_all(x, u, top_diff, kernel, stride, pad))
+    parallel = _run_all(x, u, top_diff, kernel, stride, pad)
     for a, b in zip(single, parallel):
         np.testing.assert_array_equal(a, b)

@@ -78,9 +78,10 @@ def pooled_extent(fail, axis, size, kernel, stride, pad, ceil_mode, clip):
 class PoolOp:
     """One 2-D pooling configuration over NCHW blobs: geometry, checks, scratch, kernels.
 
-    ``forward(x, out)`` writes ``out``; ``backward(top_diff, bottom_diff, accumulate)``
-    overwrites ``bottom_diff``, or adds into it when ``accumulate``. Subclasses implement one
-    pooling method.
+    ``forward(x, out, record=True)`` writes ``out`` (``record=False``: no backward will
+    follow, so what only backward reads may be skipped); ``backward(top_diff, bottom_diff,
+    accumulate)`` overwrites ``bottom_diff``, or adds into it when ``accumulate``. Subclasses
+    implement one pooling method.
     """
 
     supports_pad = True
@@ -136,9 +137,11 @@ class PoolOp:
 
 
 class MaxPoolOp(PoolOp):
-    """MAX: the window maximum; ``index`` holds each maximum's in-plane position."""
+    """MAX: the window maximum; ``index`` holds each maximum's in-plane position (written by
+    a recording forward; ``backward`` routes by it, or by ``mask``, e.g. a float mask top)."""
 
     method_name = "MAX"
+    _NO_INDEX = np.empty(0, np.int32)
 
     def __init__(self, *args, **kwargs):
         self._index = Scratch(np.int32)
@@ -148,11 +151,13 @@ class MaxPoolOp(PoolOp):
     def _reshape_scratch(self, top_shape):
         self.index = self._index.view(top_shape)
 
-    def forward(self, x, out):
-        pooling.max_pool_forward(x, self.kernel, self.stride, self.pad, out, self.index)
+    def forward(self, x, out, record=True):
+        pooling.max_pool_forward(x, self.kernel, self.stride, self.pad, out,
+                                 self.index if record else self._NO_INDEX)
 
-    def backward(self, top_diff, bottom_diff, accumulate):
-        pooling.max_pool_backward(top_diff, self.index, bottom_diff, accumulate)
+    def backward(self, top_diff, bottom_diff, accumulate, mask=None):
+        pooling.max_pool_backward(top_diff, self.index if mask is None else mask, bottom_diff,
+                                  accumulate)
 
 
 class AvePoolOp(PoolOp):
@@ -160,7 +165,7 @@ class AvePoolOp(PoolOp):
 
     method_name = "AVE"
 
-    def forward(self, x, out):
+    def forward(self, x, out, record=True):
         pooling.ave_pool_forward(x, self.kernel, self.stride, self.pad, out)
 
     def backward(self, top_diff, bottom_diff, accumulate):
@@ -189,7 +194,7 @@ class StochasticPoolOp(PoolOp):
         self.index = self._index.view(top_shape)
         self.uniform = self._uniform.view(top_shape)
 
-    def forward(self, x, out):
+    def forward(self, x, out, record=True):
         if not self.train:
             pooling.stochastic_pool_forward_test(x, self.kernel, self.stride, out)
             return
@@ -258,7 +263,9 @@ class PoolingLayer(Layer):
             top.reshape(top_shape)
 
     def forward(self, bottoms, tops):
-        self.op.forward(bottoms[0].data, tops[0].data)
+        # A net that never runs this layer's backward needs no argmax (unless it is a top).
+        self.op.forward(bottoms[0].data, tops[0].data,
+                        record=self.needs_backward or self.use_top_mask)
         if self.use_top_mask:
             tops[1].data[...] = self.op.index
 
@@ -268,5 +275,7 @@ class PoolingLayer(Layer):
         if self.use_top_mask:
             # Caffe quirk: with a mask top, backward routes by the mask top's data, not by an
             # internal copy (pooling_layer.cpp).
-            self.op.index[...] = tops[1].data
-        self.op.backward(tops[0].diff, bottoms[0].diff, accumulate=False)
+            self.op.backward(tops[0].diff, bottoms[0].diff, accumulate=False,
+                             mask=tops[1].data)
+        else:
+            self.op.backward(tops[0].diff, bottoms[0].diff, accumulate=False)

@@ -92,7 +92,7 @@ class SPPLayer(Layer):
         top = tops[0].data.reshape(x.shape[0], -1)
         start = 0
         for op, out in self.levels:
-            op.forward(x, out)
+            op.forward(x, out, record=self.needs_backward)
             width = out[0].size
             top[:, start:start + width] = out.reshape(out.shape[0], -1)
             start += width
