@@ -211,7 +211,8 @@ def test_ave_pool_forward_and_backward_match_caffe_loops(rng, shape, kernel, str
 
 
 # The bench's geometries on small planes (the specialised 2×2/s2, 3×3/s2, 3×3/s1 paths), odd
-# sizes, planes narrower than a vector, and a chunk of planes above PARALLEL_MIN.
+# sizes, planes narrower than a vector, planes the 3×3 path cuts into bands, and a chunk of
+# planes above PARALLEL_MIN.
 FAST_PATH_CASES = [
     ((3, 5, 8, 8), (2, 2), (2, 2), (0, 0)),
     ((2, 3, 9, 7), (2, 2), (2, 2), (0, 0)),   # odd: the ceil window is clipped
@@ -223,6 +224,8 @@ FAST_PATH_CASES = [
     ((2, 2, 7, 10), (3, 3), (1, 1), (2, 2)),
     ((1, 1, 3, 3), (3, 3), (2, 2), (1, 1)),
     ((4, 40, 16, 15), (3, 3), (2, 2), (1, 1)),
+    ((1, 2, 70, 69), (3, 3), (2, 2), (1, 1)),   # 3×3 in several bands of output rows
+    ((1, 2, 43, 70), (3, 3), (1, 1), (1, 1)),
     ((2, 16, 40, 41), (2, 2), (2, 2), (0, 0)),
     ((2, 3, 9, 9), (5, 5), (1, 1), (2, 2)),   # LRN WITHIN_CHANNEL's AVE geometry
     ((1, 2, 13, 13), (7, 7), (7, 7), (3, 3)),  # an SPP level: stride = kernel, padded
