@@ -34,6 +34,10 @@ Caffe's row-major scan. The row maxima go into row phases (like the column phase
 the pass down runs over whole bands of output rows at fixed offsets. Per output that is 6
 compares instead of 8, and every pass is unit-stride.
 
+AVE 3×3 with stride 2, no padding and an even width (CIFAR-10's pool2/pool3) splits columns
+in one flat pass over whole chunks of planes and sums windows at every bottom row, keeping
+every other row: on 16×16 planes the per-row loops of the phase split cost more than that.
+
 MAX records each maximum as Caffe's in-plane index ``y·w + x`` (int32; -1 marks "no maximum":
 window empty, all -inf or NaN, where the output is -FLT_MAX as in Caffe); a size-0 mask records
 nothing (a net that never runs backward). ``max_pool_backward`` routes by such indices, also
@@ -783,6 +787,59 @@ def _ave_whole_planes(src, dst, hw, p0, p1):
         dst[_u(r)] = total / size
 
 
+@njit(cache=True, error_model="numpy")
+def _ave_3x3_s2_planes(src, dst, dims, p0, p1):
+    """AVE 3×3, stride 2, no padding, even width, of planes [p0, p1), flat.
+
+    With w even the split into even and odd columns is one flat pass over the planes (bottom
+    element 2g and 2g + 1 go to place g), and a window starting at bottom row r, column 2j
+    reads places g, g + 1, g + half, ... (g = r·half + j, half = w/2): one flat pass computes
+    the sum of a window starting at every bottom row, in Caffe's order, and the output rows
+    take every other one. The last column's and (h even) the last row's windows are clipped
+    (they would read the next row or plane): they add only their own elements, in order.
+    """
+    h, w, oh, ow = dims
+    half = w // 2
+    count = (p1 - p0) * h * half
+    base = p0 * h * w
+    even = np.empty(count, np.float32)
+    odd = np.empty(count, np.float32)
+    sums = np.empty(count, np.float32)
+    nine = np.float32(9.0)
+    for g in range(count):
+        even[_u(g)] = src[_u(base + 2 * g)]
+        odd[_u(g)] = src[_u(base + 2 * g + 1)]
+    for g in range(max(count - 2 * half - 1, 0)):
+        a, b, c = even[_u(g)], odd[_u(g)], even[_u(g + 1)]
+        d, e, f = even[_u(g + half)], odd[_u(g + half)], even[_u(g + half + 1)]
+        i, j, k = even[_u(g + 2 * half)], odd[_u(g + 2 * half)], even[_u(g + 2 * half + 1)]
+        sums[_u(g)] = (((((((((_ZERO + a) + b) + c) + d) + e) + f) + i) + j) + k) / nine
+    last = half - 1                            # the clipped last column: 2 wide
+    for p in range(p0, p1):
+        for oy in range(oh):
+            r = (p - p0) * h + 2 * oy              # the window's first row, in places
+            rows = min(3, h - 2 * oy)              # 2 in the last row of an even height
+            d = (p * oh + oy) * ow
+            g = r * half
+            if rows == 3:
+                for ox in range(ow - 1):
+                    dst[_u(d + ox)] = sums[_u(g + ox)]
+            else:
+                for ox in range(ow - 1):
+                    total = _ZERO
+                    for ky in range(2):
+                        at = g + ky * half + ox
+                        total += even[_u(at)]
+                        total += odd[_u(at)]
+                        total += even[_u(at + 1)]
+                    dst[_u(d + ox)] = total / np.float32(6.0)
+            total = _ZERO
+            for ky in range(rows):
+                total += even[_u(g + ky * half + last)]
+                total += odd[_u(g + ky * half + last)]
+            dst[_u(d + ow - 1)] = total / np.float32(2 * rows)
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def ave_pool_forward(x, ksize, stride, pad, out):
     """Window mean, padding counted: x (n, c, h, w) → out (n, c, oh, ow).
@@ -804,8 +861,22 @@ def ave_pool_forward(x, ksize, stride, pad, out):
         else:
             _ave_whole_planes(src, dst, h * w, 0, planes)
         return
-    npy, npx, my, mx, hs, ws = _phase_shape(ksize, stride, oh, ow)
     dims = (h, w, oh, ow)
+    if ksize == (3, 3) and stride == (2, 2) and pad == (0, 0) and w % 2 == 0 and h >= 3:
+        # flat column split; planes in chunks whose three scratch arrays stay in L1
+        chunk = max(BLOCK_ELEMENTS // (h * w // 2), 1)
+        blocks = (planes + chunk - 1) // chunk
+        if parallel:
+            tasks = min(blocks, TASKS)
+            for task in prange(tasks):
+                t0, t1 = _task_blocks(task, tasks, blocks)
+                for t in range(t0, t1):
+                    _ave_3x3_s2_planes(src, dst, dims, t * chunk, min((t + 1) * chunk, planes))
+        else:
+            for t in range(blocks):
+                _ave_3x3_s2_planes(src, dst, dims, t * chunk, min((t + 1) * chunk, planes))
+        return
+    npy, npx, my, mx, hs, ws = _phase_shape(ksize, stride, oh, ow)
     chunk, rows, bands, blocks = _blocks(planes, oh, (npy * npx + 1) * ws, my)
     split = (chunk, rows, bands, planes)
     if parallel:
