@@ -365,6 +365,10 @@ def _run_all(x, u, top_diff, kernel, stride, pad):
     ((4, 40, 16, 15), (3, 3), (2, 2), (1, 1)),    # above PARALLEL_MIN: the prange path runs
     ((2, 12, 40, 41), (2, 2), (2, 2), (0, 0)),    # ... in several chunks of planes
     ((3, 300, 7, 7), (7, 7), (1, 1), (0, 0)),     # ... through the whole-plane path
+    # above FORWARD_PARALLEL_MIN: the forward kernels' prange paths
+    ((2, 130, 64, 66), (3, 3), (2, 2), (0, 0)),
+    ((2, 130, 64, 66), (3, 3), (1, 1), (1, 1)),
+    ((2, 130, 64, 66), (2, 2), (2, 2), (0, 0)),
 ])
 def test_pooling_kernels_are_bit_identical_for_any_thread_count(rng, shape, kernel, stride,
                                                                  pad):
