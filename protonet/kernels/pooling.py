@@ -434,34 +434,16 @@ def _max_3_across(src, row, w, ow, s, pw, line, odd, hv, hk, at, columns, corner
                 odd[_u(lo + k)] = src[_u(row + 2 * k)]
                 line[_u(lo + 1 + k)] = src[_u(row + 2 * k + 1)]
             odd[_u(lo + w // 2)] = last
-        if record:
-            for j in range(ow):
-                a, b, c = line[_u(j)], odd[_u(j)], line[_u(j + 1)]
-                col = corner + columns[_u(j)]
-                take = a > _NEG_FLT_MAX
-                best = a if take else _NEG_FLT_MAX
-                k = col if take else _NO_MAX
-                take = b > best
-                best = b if take else best
-                k = col + np.float32(1) if take else k
-                take = c > best
-                best = c if take else best
-                k = col + np.float32(2) if take else k
-                hv[_u(at + j)] = best
-                hk[_u(at + j)] = k
-        else:
-            for j in range(ow):
-                a, b, c = line[_u(j)], odd[_u(j)], line[_u(j + 1)]
-                best = a if a > _NEG_FLT_MAX else _NEG_FLT_MAX
-                best = b if b > best else best
-                best = c if c > best else best
-                hv[_u(at + j)] = best
-        return
-    for x in range(w):
-        line[_u(pw + x)] = src[_u(row + x)]
+        middle, second = odd, 0               # window columns: line[j], odd[j], line[j + 1]
+    else:
+        for x in range(w):
+            line[_u(pw + x)] = src[_u(row + x)]
+        middle, second = line, 1              # window columns: line[j], line[j + 1], line[j + 2]
     if record:
         for j in range(ow):
-            a, b, c = line[_u(j)], line[_u(j + 1)], line[_u(j + 2)]
+            a = line[_u(j)]
+            b = middle[_u(j + second)]
+            c = line[_u(j + second + 1)]
             col = corner + columns[_u(j)]
             take = a > _NEG_FLT_MAX
             best = a if take else _NEG_FLT_MAX
@@ -476,7 +458,9 @@ def _max_3_across(src, row, w, ow, s, pw, line, odd, hv, hk, at, columns, corner
             hk[_u(at + j)] = k
     else:
         for j in range(ow):
-            a, b, c = line[_u(j)], line[_u(j + 1)], line[_u(j + 2)]
+            a = line[_u(j)]
+            b = middle[_u(j + second)]
+            c = line[_u(j + second + 1)]
             best = a if a > _NEG_FLT_MAX else _NEG_FLT_MAX
             best = b if b > best else best
             best = c if c > best else best
