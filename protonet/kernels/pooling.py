@@ -777,8 +777,23 @@ def _ave_whole_planes(src, dst, hw, p0, p1):
 
 
 @njit(cache=True, error_model="numpy")
-def _ave_3x3_s2_planes(src, dst, dims, p0, p1):
-    """AVE 3×3, stride 2, no padding, even width, of planes [p0, p1), flat.
+def _ave_3x3_s2_blocks(src, dst, dims, chunk, planes, t0, t1):
+    """AVE 3×3, stride 2, no padding, even width, of blocks [t0, t1) of ``chunk`` planes
+    (``planes`` in all); the scratch is allocated once for all of them."""
+    h, w, oh, ow = dims
+    size = chunk * h * (w // 2)
+    even = np.empty(size, np.float32)
+    odd = np.empty(size, np.float32)
+    sums = np.empty(size, np.float32)
+    for t in range(t0, t1):
+        _ave_3x3_s2_planes(src, dst, dims, t * chunk, min((t + 1) * chunk, planes), even, odd,
+                           sums)
+
+
+@njit(inline="always", error_model="numpy")
+def _ave_3x3_s2_planes(src, dst, dims, p0, p1, even, odd, sums):
+    """AVE 3×3, stride 2, no padding, even width, of planes [p0, p1), flat; ``even``,
+    ``odd`` and ``sums`` are scratch of at least (p1 − p0)·h·w/2 elements.
 
     With w even the split into even and odd columns is one flat pass over the planes (bottom
     element 2g and 2g + 1 go to place g), and a window starting at bottom row r, column 2j
@@ -791,9 +806,6 @@ def _ave_3x3_s2_planes(src, dst, dims, p0, p1):
     half = w // 2
     count = (p1 - p0) * h * half
     base = p0 * h * w
-    even = np.empty(count, np.float32)
-    odd = np.empty(count, np.float32)
-    sums = np.empty(count, np.float32)
     nine = np.float32(9.0)
     for g in range(count):
         even[_u(g)] = src[_u(base + 2 * g)]
@@ -859,11 +871,9 @@ def ave_pool_forward(x, ksize, stride, pad, out):
             tasks = min(blocks, TASKS)
             for task in prange(tasks):
                 t0, t1 = _task_blocks(task, tasks, blocks)
-                for t in range(t0, t1):
-                    _ave_3x3_s2_planes(src, dst, dims, t * chunk, min((t + 1) * chunk, planes))
+                _ave_3x3_s2_blocks(src, dst, dims, chunk, planes, t0, t1)
         else:
-            for t in range(blocks):
-                _ave_3x3_s2_planes(src, dst, dims, t * chunk, min((t + 1) * chunk, planes))
+            _ave_3x3_s2_blocks(src, dst, dims, chunk, planes, 0, blocks)
         return
     npy, npx, my, mx, hs, ws = _phase_shape(ksize, stride, oh, ow)
     chunk, rows, bands, blocks = _blocks(planes, oh, (npy * npx + 1) * ws, my)
