@@ -261,29 +261,15 @@ def _edge_from_phases(d, row_start, dstride, cols, dst, row, sw, npx, pw, accumu
 # ---- MAX ----------------------------------------------------------------------------------
 
 @njit(inline="always", error_model="numpy")
-def _max_scan(q, qbase, qstride, ws, count, vals, steps, w, ksize, stride, npx, unrolled):
+def _max_scan(q, qbase, qstride, ws, count, vals, steps, w, ksize, stride, npx):
     """MAX of every window over ``count`` flat phase positions: vals[j], and in steps[j] the
     maximum's in-plane distance ``ky·w + kx`` from the window corner (-1 if none).
 
-    ``unrolled`` (a constant kernel): each window in registers. Otherwise one pass over the
-    positions per window element, updating in memory; both scan in row-major window order.
+    One pass over the positions per window element, updating in memory, in row-major window
+    order.
     """
     kh, kw = ksize
     sh, sw = stride
-    if unrolled:
-        for j in range(count):
-            best = _NEG_FLT_MAX
-            step = np.int32(-1)
-            for ky in range(kh):
-                for kx in range(kw):
-                    v = q[_u(qbase + ((ky % sh) * npx + kx % sw) * qstride
-                             + (ky // sh) * ws + kx // sw + j)]
-                    take = v > best
-                    best = v if take else best
-                    step = np.int32(ky * w + kx) if take else step
-            vals[_u(j)] = best
-            steps[_u(j)] = step
-        return
     for j in range(count):
         vals[_u(j)] = _NEG_FLT_MAX
         steps[_u(j)] = -1
@@ -320,8 +306,8 @@ def _phases_of_block(src, scratch, qstride, dims, ksize, stride, pad, p0, p1, oy
 
 
 @njit(inline="always", error_model="numpy")
-def _max_block(src, dst, mask, phases, vals, steps, dims, ksize, stride, pad, p0, p1, oy0, oy1,
-               unrolled):
+def _max_block(src, dst, mask, phases, vals, steps, dims, ksize, stride, pad, p0, p1, oy0,
+               oy1):
     """MAX forward of planes [p0, p1), output rows [oy0, oy1); ``phases``, ``vals`` and
     ``steps`` are scratch; ``dims`` = (h, w, oh, ow)."""
     h, w, oh, ow = dims
@@ -333,7 +319,7 @@ def _max_block(src, dst, mask, phases, vals, steps, dims, ksize, stride, pad, p0
                                                   _NEG_INF)
     rows = oy1 - oy0
     flat = (p1 - p0 - 1) * pstride + (rows - 1) * ws + ow
-    _max_scan(q, qbase, qstride, ws, flat, vals, steps, w, ksize, stride, npx, unrolled)
+    _max_scan(q, qbase, qstride, ws, flat, vals, steps, w, ksize, stride, npx)
     for p in range(p1 - p0):
         for oy in range(rows):
             s = p * pstride + oy * ws
@@ -351,7 +337,8 @@ def _max_block(src, dst, mask, phases, vals, steps, dims, ksize, stride, pad, p0
 def _max_blocks(src, dst, mask, dims, ksize, stride, pad, split, t0, t1):
     """MAX forward of blocks [t0, t1) of the ``split`` = (chunk, rows, bands, planes) plan.
 
-    The common kernels (3×3 stride 1 or 2) go on as constants, unrolled.
+    The 3×3 kernels with stride 1 or 2 take the separable path (``_max_3x3``) and reach this
+    one only for planes of 2**24 elements or more, so no kernel is unrolled here.
     """
     h, w, oh, ow = dims
     chunk, rows, bands, planes = split
@@ -362,15 +349,8 @@ def _max_blocks(src, dst, mask, dims, ksize, stride, pad, split, t0, t1):
     steps = np.empty(size, np.int32)
     for t in range(t0, t1):
         p0, p1, oy0, oy1 = _block(t, planes, oh, chunk, rows, bands)
-        if ksize == (3, 3) and stride == (2, 2):
-            _max_block(src, dst, mask, phases, vals, steps, dims, (3, 3), (2, 2), pad, p0, p1,
-                       oy0, oy1, True)
-        elif ksize == (3, 3) and stride == (1, 1):
-            _max_block(src, dst, mask, phases, vals, steps, dims, (3, 3), (1, 1), pad, p0, p1,
-                       oy0, oy1, True)
-        else:
-            _max_block(src, dst, mask, phases, vals, steps, dims, ksize, stride, pad, p0, p1,
-                       oy0, oy1, False)
+        _max_block(src, dst, mask, phases, vals, steps, dims, ksize, stride, pad, p0, p1,
+                   oy0, oy1)
 
 
 @njit(cache=True, error_model="numpy")
