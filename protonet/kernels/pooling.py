@@ -760,7 +760,7 @@ def _ave_whole_planes(src, dst, hw, p0, p1):
 def _ave_3x3_s2_blocks(src, dst, dims, chunk, planes, t0, t1):
     """AVE 3×3, stride 2, no padding, even width, of blocks [t0, t1) of ``chunk`` planes
     (``planes`` in all); the scratch is allocated once for all of them."""
-    h, w, oh, ow = dims
+    h, w = dims[0], dims[1]
     size = chunk * h * (w // 2)
     even = np.empty(size, np.float32)
     odd = np.empty(size, np.float32)
